@@ -1,0 +1,239 @@
+"""Typed view of `params.yaml`, validated once at load.
+
+Every stage reads its parameters through `load_params()`, so a typo in `params.yaml` or a
+`dvc exp run -S` override fails before any work starts, with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A bad value in params.yaml; its message is one line naming the key."""
+
+
+def _check(*, choices: tuple | None = None, min: float | None = None, max: float | None = None,
+           min_exclusive: bool = False) -> dict:
+    return {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = field(default=0.7, metadata=_check(min=0, max=1, min_exclusive=True))
+    dev: float = field(default=0.15, metadata=_check(min=0, max=1, min_exclusive=True))
+    test: float = field(default=0.15, metadata=_check(min=0, max=1, min_exclusive=True))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str
+    classes: dict[str, list[str]]
+    sha256: str = ""
+    token_env: str = ""
+    locale: str = "es"
+    raw_dir: str = "data/raw"
+    tsvs: list[str] = field(default_factory=lambda: ["validated.tsv"])
+    max_down_votes: int = field(default=0, metadata=_check(min=0))
+    min_seconds: float = field(default=1.0, metadata=_check(min=0))
+    max_seconds: float = field(default=15.0, metadata=_check(min=0, min_exclusive=True))
+    max_clips_per_speaker: int = field(default=0, metadata=_check(min=0))
+    max_clips_per_class: int = field(default=0, metadata=_check(min=0))
+    split_by: str = field(default="speaker", metadata=_check(choices=("speaker", "clip")))
+    split: SplitConfig = field(default_factory=SplitConfig)
+    min_speakers: int = field(default=3, metadata=_check(min=1))
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    sample_rate: int = field(default=16000, metadata=_check(min=1000))
+    n_fft: int = field(default=512, metadata=_check(min=16))
+    win_length: int = field(default=400, metadata=_check(min=16))
+    hop_length: int = field(default=160, metadata=_check(min=1))
+    n_mels: int = field(default=64, metadata=_check(min=1))
+    fmin: float = field(default=20.0, metadata=_check(min=0))
+    fmax: float = field(default=8000.0, metadata=_check(min=0, min_exclusive=True))
+    log: bool = True
+    trim_silence: bool = True
+    trim_top_db: float = field(default=40.0, metadata=_check(min=0, min_exclusive=True))
+    max_seconds: float = field(default=10.0, metadata=_check(min=0, min_exclusive=True))
+    dtype: str = field(default="float16", metadata=_check(choices=("float16", "float32")))
+    workers: int = field(default=0, metadata=_check(min=0))
+    max_failed_fraction: float = field(default=0.05, metadata=_check(min=0, max=1))
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    hidden_size: int = field(default=128, metadata=_check(min=1))
+    num_layers: int = field(default=2, metadata=_check(min=1))
+    bidirectional: bool = True
+    dropout: float = field(default=0.2, metadata=_check(min=0, max=1))
+    pooling: str = field(default="attention", metadata=_check(choices=("last", "mean", "attention")))
+    frontend: str = field(default="conv", metadata=_check(choices=("none", "conv")))
+    frontend_channels: int = field(default=128, metadata=_check(min=1))
+    frontend_stride: int = field(default=4, metadata=_check(choices=(1, 2, 4, 8)))
+    head_hidden: list[int] = field(default_factory=list)
+    head_dropout: float = field(default=0.0, metadata=_check(min=0, max=1))
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    freq_masks: int = field(default=0, metadata=_check(min=0))
+    freq_width: int = field(default=8, metadata=_check(min=0))
+    time_masks: int = field(default=0, metadata=_check(min=0))
+    time_width: int = field(default=20, metadata=_check(min=0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 42
+    epochs: int = field(default=30, metadata=_check(min=1))
+    batch_size: int = field(default=16, metadata=_check(min=1))
+    bucketing: bool = True
+    lr: float = field(default=1e-3, metadata=_check(min=0, min_exclusive=True))
+    weight_decay: float = field(default=0.0, metadata=_check(min=0))
+    lr_factor: float = field(default=0.5, metadata=_check(min=0, max=1, min_exclusive=True))
+    lr_patience: int = field(default=2, metadata=_check(min=0))
+    early_stopping_patience: int = field(default=6, metadata=_check(min=1))
+    grad_clip: float = field(default=5.0, metadata=_check(min=0))
+    class_weights: bool = True
+    label_smoothing: float = field(default=0.0, metadata=_check(min=0, max=1))
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    num_threads: int = field(default=0, metadata=_check(min=0))
+    device: str = field(default="auto", metadata=_check(choices=("auto", "cpu", "cuda")))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = field(default=64, metadata=_check(min=1))
+
+
+@dataclass(frozen=True)
+class Params:
+    model: str = field(metadata=_check(choices=("lstm", "gru")))
+    data: DataConfig
+    features: FeaturesConfig
+    rnn: RNNConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Converts a YAML value to the annotated type, or raises ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"params.yaml: '{key}' must be a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"params.yaml: '{key}' must be a list of {_type_name(item)}, got {value!r}")
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+        return {_convert(k, key_tp, key): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and value is None:
+        return ""
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"params.yaml: '{key}' must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _validate_range(value: Any, meta: dict, key: str) -> None:
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"params.yaml: '{key}' is {value!r}; allowed: {', '.join(map(str, choices))}")
+    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
+        op = ">" if meta.get("min_exclusive") else ">="
+        bound = f" and <= {hi}" if hi is not None else ""
+        raise ConfigError(f"params.yaml: '{key}' is {value!r}; it must be {op} {lo}{bound}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"params.yaml: '{key}' is {value!r}; it must be <= {hi}")
+
+
+def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key '{prefix}{unknown[0]}'; allowed under "
+                          f"'{prefix.rstrip('.') or 'top level'}': {', '.join(known)}")
+    values = {}
+    for name, f in known.items():
+        key = prefix + name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"params.yaml: missing required key '{key}'")
+            continue
+        values[name] = _convert(raw[name], hints[name], key)
+        _validate_range(values[name], f.metadata, key)
+    return cls(**values)
+
+
+def _cross_check(p: Params) -> None:
+    split = p.data.split
+    if abs(split.train + split.dev + split.test - 1.0) > 1e-6:
+        raise ConfigError("params.yaml: 'data.split' fractions train + dev + test must sum to 1, got "
+                          f"{split.train + split.dev + split.test:g}")
+    if not p.data.classes or len(p.data.classes) < 2:
+        raise ConfigError("params.yaml: 'data.classes' must map at least two class names to lists of accents")
+    seen: dict[str, str] = {}
+    for cls, accents in p.data.classes.items():
+        if not accents:
+            raise ConfigError(f"params.yaml: 'data.classes.{cls}' lists no accents")
+        for accent in accents:
+            if accent in seen:
+                raise ConfigError(f"params.yaml: accent {accent!r} is in both 'data.classes.{seen[accent]}' "
+                                  f"and 'data.classes.{cls}'; give it one class")
+            seen[accent] = cls
+    if p.data.min_seconds >= p.data.max_seconds:
+        raise ConfigError("params.yaml: 'data.min_seconds' must be below 'data.max_seconds'")
+    f = p.features
+    if f.win_length > f.n_fft:
+        raise ConfigError(f"params.yaml: 'features.win_length' ({f.win_length}) must be <= 'features.n_fft' ({f.n_fft})")
+    if f.fmax > f.sample_rate / 2 or f.fmin >= f.fmax:
+        raise ConfigError(f"params.yaml: 'features.fmin'/'features.fmax' must satisfy fmin < fmax <= "
+                          f"sample_rate/2 = {f.sample_rate / 2:g}")
+    if p.data.sha256 and (len(p.data.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in p.data.sha256)):
+        raise ConfigError("params.yaml: 'data.sha256' must be 64 hex digits, or empty to skip the check")
+
+
+def parse_params(raw: Any) -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml: the file must hold a mapping of sections (model, data, features, ...)")
+    params = _build(Params, raw)
+    _cross_check(params)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run the stages from the project root, where params.yaml lives") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_params(raw)
+
+
+def as_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+

@@ -1,0 +1,184 @@
+"""Stage `features`: decode every clip once and cache its log-mel spectrogram in HDF5.
+
+Decoding MP3 and computing mel spectrograms every epoch would dominate training time, so it is
+done here, once, in parallel worker processes feeding a single writer.  Each split's frames are one
+chunked `[frames, n_mels]` dataset with per-clip offsets and lengths (no dataset per clip), which
+makes reading a training batch a handful of contiguous slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.audio import AudioError, LogMel
+from pipeline.config import FeaturesConfig, Params
+from pipeline.prepare import MANIFEST, SPLITS
+from pipeline.stage import StageError, atomic_path, run_stage, write_json
+
+CACHE = Path("data/features/features.h5")
+METRICS = Path("metrics/features.json")
+FLUSH_FRAMES = 1 << 16  # frames buffered per split before a write (4 MB of float16 at 64 mels)
+CHUNK_ROWS = 4096       # HDF5 chunk height: a 5 s clip spans one or two chunks
+
+_extractor: LogMel | None = None
+
+
+def _init_worker(cfg: FeaturesConfig) -> None:
+    global _extractor
+    _extractor = LogMel(cfg)
+
+
+def _extract(path: str) -> np.ndarray | AudioError:
+    """Runs in a worker; returns the error instead of raising so one bad clip stops nothing."""
+    assert _extractor is not None
+    try:
+        return _extractor.from_file(path)
+    except AudioError as exc:
+        return exc
+
+
+def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int) -> Iterator[np.ndarray | AudioError]:
+    """Features in manifest order; at most a bounded window of clips is in flight at any time."""
+    if workers <= 1:
+        _init_worker(cfg)
+        yield from map(_extract, paths)
+        return
+    window = workers * 32
+    chunk = 8
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        pending = []
+        for start in range(0, len(paths), window):
+            # keep two windows in flight: the workers never wait for the writer
+            pending.append(pool.map(_extract, paths[start:start + window], chunksize=chunk))
+            if len(pending) == 2:
+                yield from pending.pop(0)
+        for results in pending:
+            yield from results
+
+
+class SplitWriter:
+    """Appends clips of one split to its datasets; buffers frames to write in large blocks."""
+
+    def __init__(self, group: h5py.Group, n_mels: int, dtype: str):
+        self.frames = group.create_dataset("frames", shape=(0, n_mels), maxshape=(None, n_mels), dtype=dtype,
+                                           chunks=(CHUNK_ROWS, n_mels))
+        self.group, self.buffer, self.buffered, self.written = group, [], 0, 0
+        self.lengths: list[int] = []
+        self.labels: list[int] = []
+        self.speakers: list[str] = []
+        self.clips: list[str] = []
+
+    def add(self, feats: np.ndarray, label: int, speaker: str, clip: str) -> None:
+        self.buffer.append(feats)
+        self.buffered += len(feats)
+        self.lengths.append(len(feats))
+        self.labels.append(label)
+        self.speakers.append(speaker)
+        self.clips.append(clip)
+        if self.buffered >= FLUSH_FRAMES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        block = np.concatenate(self.buffer).astype(self.frames.dtype)
+        self.frames.resize(self.written + len(block), axis=0)
+        self.frames[self.written:] = block
+        self.written += len(block)
+        self.buffer, self.buffered = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        lengths = np.asarray(self.lengths, dtype=np.int64)
+        self.group.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+                                  if len(lengths) else np.zeros(0, np.int64))
+        self.group.create_dataset("lengths", data=lengths.astype(np.int32))
+        self.group.create_dataset("labels", data=np.asarray(self.labels, dtype=np.int16))
+        str_type = h5py.string_dtype()
+        self.group.create_dataset("speakers", data=np.asarray(self.speakers, dtype=object), dtype=str_type)
+        self.group.create_dataset("clips", data=np.asarray(self.clips, dtype=object), dtype=str_type)
+
+
+def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers: int) -> dict:
+    """Writes the cache atomically and returns the stage metrics."""
+    classes = sorted(manifest["label"].unique())
+    class_index = {c: i for i, c in enumerate(classes)}
+    failed: Counter[str] = Counter({"missing_file": 0, "unreadable_audio": 0, "empty_audio": 0, "silent_audio": 0})
+    clips = dict.fromkeys(SPLITS, 0)
+    frames = dict.fromkeys(SPLITS, 0)
+    total = np.zeros(cfg.n_mels, np.float64)
+    total_sq = np.zeros(cfg.n_mels, np.float64)
+    manifest = manifest.assign(_order=manifest["split"].map({s: i for i, s in enumerate(SPLITS)}))
+    manifest = manifest.sort_values("_order", kind="stable")
+    examples: list[str] = []
+    with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as h5:
+        writers = {s: SplitWriter(h5.create_group(s), cfg.n_mels, cfg.dtype) for s in SPLITS}
+        results = extract_all(manifest["audio_path"].tolist(), cfg, workers)
+        rows = manifest[["label", "speaker", "clip", "split"]].itertuples(index=False)
+        for row, result in tqdm(zip(rows, results), total=len(manifest), desc="features", unit="clip"):
+            if isinstance(result, AudioError):
+                failed[result.reason] += 1
+                if len(examples) < 5:
+                    examples.append(str(result))
+                continue
+            writers[row.split].add(result, class_index[row.label], row.speaker, row.clip)
+            clips[row.split] += 1
+            frames[row.split] += len(result)
+            if row.split == "train":
+                total += result.sum(axis=0, dtype=np.float64)
+                total_sq += np.square(result, dtype=np.float64).sum(axis=0)
+        n_failed = sum(failed.values())
+        if len(manifest) and n_failed / len(manifest) > cfg.max_failed_fraction:
+            raise StageError(f"{n_failed} of {len(manifest)} clips failed ({dict(failed)}), more than "
+                             f"features.max_failed_fraction={cfg.max_failed_fraction}; e.g. {examples[0]}")
+        if frames["train"] == 0:
+            raise StageError("no training clip could be read; check the manifest's audio paths")
+        for writer in writers.values():
+            writer.close()
+        mean = total / frames["train"]
+        std = np.sqrt(np.maximum(total_sq / frames["train"] - mean ** 2, 1e-8))
+        h5.attrs["features"] = json.dumps(dataclasses.asdict(cfg))
+        h5.attrs["classes"] = json.dumps(classes)
+        h5.attrs["mean"] = mean.astype(np.float32)
+        h5.attrs["std"] = std.astype(np.float32)
+    seconds = sum(frames.values()) * cfg.hop_length / cfg.sample_rate
+    if examples:
+        print(f"skipped {n_failed} clip(s), e.g. {examples[0]}")
+    return {"clips": clips, "frames": frames, "seconds_of_audio": round(seconds, 2), "failed": dict(failed)}
+
+
+def resolve_workers(workers: int) -> int:
+    return workers or len(os.sched_getaffinity(0))
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    try:
+        manifest = pd.read_csv(args.manifest, sep="\t", dtype={"speaker": str, "clip": str})
+    except FileNotFoundError:
+        raise StageError(f"{args.manifest}: not found; run the prepare stage first (dvc repro prepare)") from None
+    cfg = params.features
+    metrics = build_cache(manifest, cfg, Path(args.out), resolve_workers(cfg.workers))
+    write_json(args.metrics, metrics)
+    print(f"{sum(metrics['clips'].values())} clips, {metrics['seconds_of_audio']:.0f} s of audio -> {args.out}")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", default=MANIFEST, help=f"clip manifest (default: {MANIFEST})")
+    parser.add_argument("--out", default=CACHE, help=f"HDF5 cache to write (default: {CACHE})")
+    parser.add_argument("--metrics", default=METRICS, help=f"metrics to write (default: {METRICS})")
+
+
+if __name__ == "__main__":
+    run_stage(__doc__.splitlines()[0], main, _arguments)

@@ -1,0 +1,38 @@
+"""Batched inference shared by `evaluate` and `predict`, so both see the same numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from pipeline.data import collate, sequential_batches
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, get_clip: Callable[[int], np.ndarray], lengths: np.ndarray,
+                  mean: np.ndarray, std: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Class probabilities [clips, classes] in input order; `get_clip(i)` gives clip i's log-mels.
+
+    Clips are fetched a batch at a time, so a test split larger than memory streams from the cache.
+    """
+    model.eval()
+    probs = np.zeros((len(lengths), 0), dtype=np.float32)
+    for index in sequential_batches(np.asarray(lengths), batch_size):
+        batch = collate([get_clip(i) for i in index], np.zeros(len(index), np.int64), index, mean, std)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            logits = model(batch.features.to(device, non_blocking=True), batch.lengths)
+        p = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        if probs.shape[1] == 0:
+            probs = np.zeros((len(lengths), p.shape[1]), dtype=np.float32)
+        probs[index] = p
+    return probs

@@ -1,0 +1,148 @@
+"""The recurrent accent classifier: one architecture whose cell is LSTM or GRU.
+
+Everything but the cell is shared, so `model=lstm` against `model=gru` compares the cells and
+nothing else.  Padding never leaks into a prediction: the conv front-end re-zeroes frames past
+each clip's end after every layer, the RNN runs on packed sequences, and every pooling looks only at
+real frames ("last" means the last real frame, not the last padded step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from pipeline.config import RNNConfig
+
+FORMAT = "acento-model"
+FORMAT_VERSION = 1
+CONV_KERNEL = 5
+
+# The original study's models, as overrides of the `rnn` section (see `make compare` and README).
+PRESETS: dict[str, dict[str, Any]] = {
+    "basic": {"hidden_size": 313, "num_layers": 1, "bidirectional": False, "dropout": 0.0, "pooling": "last",
+              "frontend": "none", "head_hidden": [], "head_dropout": 0.0},
+    "deep": {"hidden_size": 313, "num_layers": 2, "bidirectional": False, "dropout": 0.4, "pooling": "last",
+             "frontend": "none", "head_hidden": [], "head_dropout": 0.0},
+    "advanced": {"hidden_size": 313, "num_layers": 2, "bidirectional": False, "dropout": 0.4, "pooling": "last",
+                 "frontend": "none", "head_hidden": [156, 78], "head_dropout": 0.2},
+}
+
+
+def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """[batch, steps] True on real frames."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class ConvFrontend(nn.Module):
+    """Strided 1-D convolutions over time: fewer, richer steps for the RNN (stride 4 = 4x fewer)."""
+
+    def __init__(self, n_mels: int, channels: int, stride: int):
+        super().__init__()
+        n_layers = max(1, int(math.log2(stride)))
+        strides = [2] * int(math.log2(stride)) if stride > 1 else [1]
+        self.layers = nn.ModuleList(
+            nn.Conv1d(n_mels if i == 0 else channels, channels, CONV_KERNEL, stride=s, padding=CONV_KERNEL // 2)
+            for i, s in zip(range(n_layers), strides))
+        self.activation = nn.GELU()
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for conv in self.layers:
+            lengths = (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+        return lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.transpose(1, 2)  # [batch, mels, time]
+        for conv in self.layers:
+            x = self.activation(conv(x))
+            lengths = (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+            # Zero what lies past each clip's end, as the next layer's own padding would be.
+            x = x * valid_mask(lengths.to(x.device), x.shape[-1])[:, None, :].to(x.dtype)
+        return x.transpose(1, 2), lengths
+
+
+class AccentClassifier(nn.Module):
+    def __init__(self, n_mels: int, n_classes: int, cell: str, cfg: RNNConfig):
+        super().__init__()
+        self.cell, self.cfg = cell, cfg
+        self.frontend = ConvFrontend(n_mels, cfg.frontend_channels, cfg.frontend_stride) \
+            if cfg.frontend == "conv" else None
+        rnn_in = cfg.frontend_channels if self.frontend else n_mels
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn_cls(rnn_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
+                           bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        width = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        self.attention = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1)) \
+            if cfg.pooling == "attention" else None
+        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
+        for hidden in cfg.head_hidden:
+            layers += [nn.Linear(width, hidden), nn.SiLU(), nn.Dropout(cfg.head_dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, n_classes))
+        self.head = nn.Sequential(*layers)
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.frontend.out_lengths(lengths) if self.frontend else lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: [batch, time, n_mels] padded; lengths: [batch] real frames. Returns logits."""
+        if self.frontend is not None:
+            x, lengths = self.frontend(x, lengths)
+        lengths = lengths.cpu().clamp(min=1)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, hidden = self.rnn(packed)
+        if self.cfg.pooling == "last":
+            h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*dirs, batch, hidden]
+            # Forward direction's state after the last real frame (+ backward's after the first).
+            pooled = torch.cat([h[-2], h[-1]], dim=1) if self.cfg.bidirectional else h[-1]
+        else:
+            out, _ = pad_packed_sequence(out, batch_first=True)
+            mask = valid_mask(lengths.to(out.device), out.shape[1])
+            if self.cfg.pooling == "mean":
+                pooled = (out * mask[..., None]).sum(1) / lengths.to(out.device, out.dtype)[:, None]
+            else:
+                scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
+                pooled = (torch.softmax(scores, dim=1)[..., None] * out).sum(1)
+        return self.head(pooled)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint(model: AccentClassifier, n_mels: int, classes: list[str], features: dict,
+               mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """Everything inference needs, in types `torch.load(weights_only=True)` accepts."""
+    return {"format": FORMAT, "version": FORMAT_VERSION, "cell": model.cell, "n_mels": n_mels,
+            "rnn": dataclasses.asdict(model.cfg), "classes": list(classes), "features": dict(features),
+            "mean": mean.detach().cpu().float(), "std": std.detach().cpu().float(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+class ModelFileError(ValueError):
+    pass
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[AccentClassifier, dict]:
+    """Loads a model file safely (no pickled code); refuses files that are not acento models."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file; train one with `dvc repro` or pass --model")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign files
+        raise ModelFileError(f"{path}: not an acento model file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an acento model file (no '{FORMAT}' marker)")
+    if ckpt.get("version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {ckpt.get('version')}, this acento reads "
+                             f"{FORMAT_VERSION}; retrain or use a matching release")
+    model = AccentClassifier(ckpt["n_mels"], len(ckpt["classes"]), ckpt["cell"], RNNConfig(**ckpt["rnn"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt
