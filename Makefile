@@ -1,0 +1,37 @@
+# acento: the two commands of the README's Quick start are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help run test test-fast bench compare clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# The venv is rebuilt only when requirements.txt or pyproject.toml change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)  ## create .venv, install pinned requirements, run the DVC pipeline on the bundled sample
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+	@echo; echo "Test-set metrics (metrics/eval.json):"; $(BIN)/dvc metrics show metrics/eval.json
+
+test: $(STAMP)  ## run the whole test suite (unit and end-to-end)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)  ## unit tests only (skips the end-to-end DVC run)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e"
+
+bench: $(STAMP)  ## benchmarks: features, training, prediction; results in bench/results.md
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.bench
+
+compare: $(STAMP)  ## train basic, deep, advanced and default models, LSTM and GRU each, as DVC experiments
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare
+
+clean:  ## remove the venv, extracted data and DVC outputs (the sample archive stays)
+	rm -rf $(VENV) data/raw data/features data/prepared models/*.pt .pytest_cache
