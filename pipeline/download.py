@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
@@ -110,7 +111,7 @@ def download(url: str, dest_dir: Path, *, token_env: str = "", sha256: str = "",
                 raise StageError(f"{url}: HTTP {exc.code} {exc.reason}"
                                  + ("; check the token in $" + token_env if exc.code in (401, 403) else "")) from None
             error: Exception = exc
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
             error = exc
         attempt += 1
         if attempt > retries:
@@ -147,12 +148,26 @@ def _archive_key(archive: Path) -> dict:
     return {"archive": archive.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def check_member(member: tarfile.TarInfo, dest: Path, archive: Path) -> None:
+    """Refuses absolute names, `..` components, links out of `dest` and special files."""
+    name = PurePosixPath(member.name)
+    problem = "absolute path" if name.is_absolute() or member.name.startswith("/") else \
+        "'..' component" if ".." in name.parts else None
+    if problem is None:
+        try:
+            tarfile.data_filter(member, str(dest))
+        except tarfile.FilterError as exc:
+            problem = str(exc)
+    if problem:
+        raise StageError(f"{archive}: unsafe member {member.name!r} refused ({problem}); nothing was extracted")
+
+
 def extract_release(archive: Path, raw_dir: Path, locale: str, sha256: str = "") -> Path:
     """Safely extracts only `<release>/<locale>/` from a Common Voice archive into `raw_dir`.
 
-    Every member goes through tarfile's `data` filter, which refuses absolute paths, `..`
-    components and links leading outside the target; one bad member refuses the whole archive,
-    and the temporary extraction folder is removed, so nothing is left half-written.
+    Every member is checked (`check_member`, then tarfile's `data` filter on extraction); one bad
+    member refuses the whole archive, and the temporary extraction folder is removed, so nothing is
+    left half-written and nothing is written outside `raw_dir`.
     """
     raw_dir.mkdir(parents=True, exist_ok=True)
     for marker in raw_dir.glob(f"*/{locale}/{MARKER}"):
@@ -170,11 +185,7 @@ def extract_release(archive: Path, raw_dir: Path, locale: str, sha256: str = "")
             try:
                 with tarfile.open(fileobj=_ProgressReader(raw, bar), mode="r|*") as tar:
                     for member in tar:
-                        try:
-                            tarfile.data_filter(member, str(tmp))
-                        except tarfile.FilterError as exc:
-                            raise StageError(f"{archive}: unsafe member {member.name!r} refused ({exc}); "
-                                             "nothing was extracted") from None
+                        check_member(member, tmp, archive)
                         parts = Path(member.name).parts
                         if len(parts) >= 2 and parts[1] == locale:
                             tar.extract(member, tmp, filter="data")

@@ -1,0 +1,81 @@
+"""Small Common Voice-shaped releases built in a temporary folder, for fast tests."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+from pipeline.commonvoice import SPANISH_PRESETS
+from pipeline.config import Params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "cv-corpus-sample-es.tar.gz"
+NORTE, CENTRO, SUR = SPANISH_PRESETS[0], SPANISH_PRESETS[1], SPANISH_PRESETS[2]
+MEXICO, CARIBE = SPANISH_PRESETS[4], SPANISH_PRESETS[6]
+HEADER_16 = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accents", "variant",
+             "locale", "segment"]
+HEADER_17 = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
+             "gender", "accents", "variant", "locale", "segment"]
+
+
+def speaker_id(n: int) -> str:
+    return hashlib.sha512(f"test-speaker-{n}".encode()).hexdigest()
+
+
+def tone(seconds: float, rate: int = 48000, freq: float = 440.0, channels: int = 1, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    y = (0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+    return np.stack([y] * channels, axis=1) if channels > 1 else y
+
+
+def write_tsv(path: Path, header: list[str], rows: list[dict]) -> None:
+    lines = ["\t".join(header)] + ["\t".join(str(r.get(c, "")) for c in header) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_release(root: Path, rows: list[dict], *, header: list[str] = HEADER_16, durations: bool = True,
+                 audio: bool = True, tsv: str = "validated.tsv") -> Path:
+    """A locale folder `root/cv-corpus-test/es` with the rows' clips (MP3 tones of `seconds`)."""
+    locale = root / "cv-corpus-test" / "es"
+    (locale / "clips").mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(rows):
+        row.setdefault("up_votes", 2)
+        row.setdefault("down_votes", 0)
+        row.setdefault("sentence", "Una frase.")
+        row.setdefault("locale", "es")
+        if audio and not row.get("_no_file"):
+            freq = 300 + 40 * (i % 10)
+            sf.write(locale / "clips" / row["path"], tone(row.get("seconds", 1.5), freq=freq, seed=i), 48000,
+                     format="MP3")
+    write_tsv(locale / tsv, header, rows)
+    if durations:
+        write_tsv(locale / "clip_durations.tsv", ["clip", "duration[ms]"],
+                  [{"clip": r["path"], "duration[ms]": int(r.get("seconds", 1.5) * 1000)} for r in rows])
+    return locale
+
+
+def balanced_rows(speakers_per_class: int = 6, clips_per_speaker: int = 3, seconds: float = 1.5) -> list[dict]:
+    rows = []
+    for n in range(2 * speakers_per_class):
+        accent = NORTE if n % 2 == 0 else MEXICO
+        for k in range(clips_per_speaker):
+            rows.append({"client_id": speaker_id(n), "path": f"common_voice_es_{n:03d}{k:02d}.mp3",
+                         "accents": accent, "seconds": seconds})
+    return rows
+
+
+def params(**overrides) -> Params:
+    """The project's params.yaml with dotted overrides, e.g. params(**{"data.min_seconds": 0.5})."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return parse_params(raw)

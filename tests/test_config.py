@@ -1,0 +1,66 @@
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_params, parse_params
+from tests.helpers import ROOT, params
+
+
+def raw_params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def test_project_params_load_with_the_public_keys():
+    p = load_params(ROOT / "params.yaml")
+    assert p.model in ("lstm", "gru")
+    assert p.data.source.endswith(".tar.gz")
+    assert set(p.data.classes) == {"espana", "america"}
+    assert isinstance(p.train.seed, int)
+
+
+@pytest.mark.parametrize("dotted, value, message", [
+    ("model", "transformer", "'model' is 'transformer'; allowed: lstm, gru"),
+    ("train.lr", "fast", "'train.lr' must be float"),
+    ("train.epochs", 0, "'train.epochs' is 0; it must be >= 1"),
+    ("data.split_by", "random", "'data.split_by' is 'random'; allowed: speaker, clip"),
+    ("rnn.pooling", "max", "'rnn.pooling' is 'max'; allowed: last, mean, attention"),
+    ("features.dtype", "int8", "'features.dtype'"),
+    ("data.split.test", 0.5, "must sum to 1"),
+    ("features.win_length", 4096, "'features.win_length' (4096) must be <= 'features.n_fft'"),
+    ("features.fmax", 9000.0, "fmin < fmax <= sample_rate/2"),
+    ("rnn.head_hidden", [64, "x"], "'rnn.head_hidden[1]' must be int"),
+    ("data.sha256", "abc", "'data.sha256' must be 64 hex digits"),
+])
+def test_bad_values_fail_with_one_line_naming_the_key(dotted, value, message):
+    with pytest.raises(ConfigError) as err:
+        params(**{dotted: value})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_is_named_with_the_allowed_ones():
+    raw = raw_params()
+    raw["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"unknown key 'train.learning_rate'; allowed under 'train': seed"):
+        parse_params(raw)
+
+
+def test_accent_in_two_classes_is_refused():
+    raw = raw_params()
+    raw["data"]["classes"]["america"].append(raw["data"]["classes"]["espana"][0])
+    with pytest.raises(ConfigError, match="is in both"):
+        parse_params(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [lstm\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_int_is_accepted_for_float_but_bool_is_not_an_int():
+    assert params(**{"train.lr": 1}).train.lr == 1.0
+    with pytest.raises(ConfigError, match="'train.epochs' must be int"):
+        params(**{"train.epochs": True})

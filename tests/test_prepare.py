@@ -1,0 +1,113 @@
+import argparse
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.prepare import DROP_REASONS, SPLITS, main as prepare_main, prepare
+from pipeline.stage import StageError
+from tests.helpers import CARIBE, MEXICO, NORTE, SUR, balanced_rows, make_release, params, speaker_id
+
+
+def run(tmp_path, rows, **overrides):
+    locale = make_release(tmp_path, rows, audio=False)
+    for row in rows:  # clips only need to exist for prepare
+        if not row.get("_no_file"):
+            (locale / "clips" / row["path"]).write_bytes(b"")
+    return prepare(params(**overrides), locale)
+
+
+def test_each_drop_reason_is_counted(tmp_path):
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=2)
+    extra = [
+        {"client_id": speaker_id(90), "path": "noacc.mp3", "accents": ""},
+        {"client_id": speaker_id(91), "path": "unmapped.mp3", "accents": "acento neutro"},
+        {"client_id": speaker_id(92), "path": "ambiguous.mp3", "accents": f"{MEXICO},{NORTE}"},
+        {"client_id": speaker_id(93), "path": "missing.mp3", "accents": MEXICO, "_no_file": True},
+        {"client_id": speaker_id(94), "path": "short.mp3", "accents": MEXICO, "seconds": 0.4},
+        {"client_id": speaker_id(95), "path": "long.mp3", "accents": MEXICO, "seconds": 30},
+        {"client_id": speaker_id(96), "path": "down.mp3", "accents": MEXICO, "down_votes": 3},
+        {"client_id": speaker_id(0), "path": rows[0]["path"], "accents": NORTE},  # duplicate clip
+        {"client_id": speaker_id(97), "path": "lonely.mp3", "accents": CARIBE},  # mapped to a 1-speaker class
+    ]
+    classes = {"espana": [NORTE], "america": [MEXICO], "caribe": [CARIBE]}
+    frame, metrics = run(tmp_path, rows + extra, **{"data.classes": classes, "data.min_speakers": 2})
+    dropped = metrics["dropped"]
+    assert set(DROP_REASONS) <= set(dropped)
+    expected = {"no_accent": 1, "unmapped_accent": 1, "ambiguous_accent": 1, "missing_file": 1, "too_short": 1,
+                "too_long": 1, "down_voted": 1, "duplicate_clip": 1, "too_few_speakers": 1}
+    assert {k: dropped[k] for k in expected} == expected
+    assert len(frame) == len(rows)
+    assert set(frame["label"]) == {"espana", "america"}
+
+
+def test_caps_per_speaker_and_class(tmp_path):
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=5)
+    frame, metrics = run(tmp_path, rows, **{"data.max_clips_per_speaker": 3})
+    assert frame.groupby("speaker").size().max() == 3
+    assert metrics["dropped"]["speaker_cap"] == 8 * 2
+    frame, metrics = run(tmp_path, rows, **{"data.max_clips_per_class": 12})
+    assert frame.groupby("label").size().tolist() == [12, 12]
+    assert metrics["dropped"]["class_cap"] == 2 * (20 - 12)
+
+
+def test_free_text_beside_one_class_keeps_the_row(tmp_path):
+    rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)
+    rows[0]["accents"] = f"{NORTE},catalán"
+    frame, _ = run(tmp_path, rows)
+    assert frame.loc[frame["clip"] == rows[0]["path"], "label"].item() == "espana"
+    assert frame.loc[frame["clip"] == rows[0]["path"], "accents"].item() == f"{NORTE}|catalán"
+
+
+def test_no_speaker_crosses_splits_and_every_split_has_each_class(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=3)
+    rows += [{"client_id": speaker_id(50), "path": f"prolific{k}.mp3", "accents": SUR} for k in range(25)]
+    frame, metrics = run(tmp_path, rows)
+    assert (frame.groupby("speaker")["split"].nunique() == 1).all()
+    assert frame.loc[frame["speaker"] == speaker_id(50), "split"].unique().tolist() == ["train"]
+    for split in SPLITS:
+        assert set(metrics["clips"][split]) == {"espana", "america"}
+        assert sum(metrics["speakers"][split].values()) == frame[frame["split"] == split]["speaker"].nunique()
+
+
+def test_split_is_deterministic_and_follows_the_seed(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
+    a, _ = run(tmp_path, [dict(r) for r in rows])
+    b, _ = run(tmp_path, [dict(r) for r in reversed(rows)])
+    c, _ = run(tmp_path, [dict(r) for r in rows], **{"train.seed": 7})
+    key = ["clip", "split"]
+    pd.testing.assert_frame_equal(a[key].sort_values("clip").reset_index(drop=True),
+                                  b[key].sort_values("clip").reset_index(drop=True))
+    assert not a[key].sort_values("clip").reset_index(drop=True).equals(c[key].sort_values("clip").reset_index(drop=True))
+
+
+def test_clip_split_leaks_speakers_as_the_original_study_did(tmp_path):
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=10)
+    frame, _ = run(tmp_path, rows, **{"data.split_by": "clip"})
+    assert (frame.groupby("speaker")["split"].nunique() > 1).any()
+    assert frame["split"].value_counts()["train"] == pytest.approx(0.6 * len(frame), abs=2)
+
+
+def test_warns_when_a_class_cannot_fill_every_split(tmp_path, capsys):
+    rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)
+    rows += [{"client_id": speaker_id(60 + n), "path": f"car{n}.mp3", "accents": CARIBE} for n in range(1)]
+    classes = {"espana": [NORTE], "america": [MEXICO], "caribe": [CARIBE]}
+    run(tmp_path, rows, **{"data.classes": classes, "data.min_speakers": 1})
+    assert "class 'caribe' has too few speakers to appear in dev, test" in capsys.readouterr().err
+
+
+def test_fewer_than_two_classes_is_a_clear_error(tmp_path):
+    rows = [r for r in balanced_rows() if r["accents"] == NORTE]
+    with pytest.raises(StageError, match="fewer than two classes left"):
+        run(tmp_path, rows)
+
+
+def test_stage_writes_manifest_and_metrics(tmp_path):
+    locale = make_release(tmp_path, balanced_rows(speakers_per_class=3, clips_per_speaker=2))
+    (tmp_path / "release.json").write_text(json.dumps({"root": str(locale)}))
+    prepare_main(params(), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
+                                              metrics=tmp_path / "data.json"))
+    manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t")
+    assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "duration"]
+    assert json.loads((tmp_path / "data.json").read_text())["clips"]["train"]
+    assert not list(tmp_path.glob(".m.tsv*")), "no temporary file left behind"
