@@ -23,8 +23,11 @@ class AudioError(Exception):
     """A clip that cannot be used; `reason` is the key it is counted under in metrics."""
 
     def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(reason, message)  # both in args, so it pickles back from a worker process
+        self.reason, self.message = reason, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

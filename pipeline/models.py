@@ -58,6 +58,7 @@ class ConvFrontend(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.transpose(1, 2)  # [batch, mels, time]
+        x = x * valid_mask(lengths.to(x.device), x.shape[-1])[:, None, :].to(x.dtype)
         for conv in self.layers:
             x = self.activation(conv(x))
             lengths = (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1

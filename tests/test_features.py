@@ -1,0 +1,134 @@
+import dataclasses
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pipeline.audio import AudioError, LogMel, load_audio
+from pipeline.features import build_cache
+from pipeline.stage import StageError
+from tests.helpers import params, tone
+
+
+def manifest(tmp_path, specs):
+    """specs: (split, label, seconds, rate, channels) per clip; writes WAV/MP3 files as they say."""
+    rows = []
+    for i, (split, label, seconds, rate, channels) in enumerate(specs):
+        path = tmp_path / f"clip{i}.mp3"
+        sf.write(path, tone(seconds, rate=rate, freq=200 + 50 * i, channels=channels, seed=i), rate, format="MP3")
+        rows.append({"clip": path.name, "audio_path": str(path), "speaker": f"spk{i % 3}", "label": label,
+                     "split": split})
+    return pd.DataFrame(rows)
+
+
+BASIC = [("train", "a", 1.0, 48000, 1), ("train", "b", 1.5, 48000, 1), ("dev", "a", 1.2, 32000, 1),
+         ("test", "b", 1.1, 44100, 2), ("train", "a", 2.0, 32000, 1)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_layout_shapes_dtypes_and_offsets(tmp_path, workers):
+    cfg = params().features
+    out = tmp_path / "features.h5"
+    metrics = build_cache(manifest(tmp_path, BASIC), cfg, out, workers)
+    assert metrics["clips"] == {"train": 3, "dev": 1, "test": 1}
+    with h5py.File(out) as h5:
+        assert json.loads(h5.attrs["classes"]) == ["a", "b"]
+        assert json.loads(h5.attrs["features"]) == dataclasses.asdict(cfg)
+        for split in ("train", "dev", "test"):
+            g = h5[split]
+            assert g["frames"].dtype == np.float16 and g["frames"].shape[1] == cfg.n_mels
+            lengths, offsets = g["lengths"][()], g["offsets"][()]
+            assert offsets[0] == 0 and (offsets[1:] == np.cumsum(lengths)[:-1]).all()
+            assert lengths.sum() == len(g["frames"]) == metrics["frames"][split]
+        # clips keep manifest order within a split, with their labels and speakers
+        assert h5["train/labels"][()].tolist() == [0, 1, 0]
+        assert h5["train/clips"].asstr()[()].tolist() == ["clip0.mp3", "clip1.mp3", "clip4.mp3"]
+        assert h5["test/speakers"].asstr()[()].tolist() == ["spk0"]
+        # ~100 frames per second of (trimmed) audio at hop 160 / 16 kHz
+        assert 180 <= h5["train/lengths"][2] <= 201
+
+
+def test_normalisation_statistics_come_from_train_only(tmp_path):
+    cfg = params(**{"features.dtype": "float32"}).features
+    out = tmp_path / "features.h5"
+    build_cache(manifest(tmp_path, BASIC), cfg, out, 1)
+    with h5py.File(out) as h5:
+        train = h5["train/frames"][()]
+        np.testing.assert_allclose(h5.attrs["mean"], train.mean(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(h5.attrs["std"], train.std(0), rtol=1e-3, atol=1e-3)
+        everything = np.concatenate([h5[s]["frames"][()] for s in ("train", "dev", "test")])
+        assert not np.allclose(h5.attrs["mean"], everything.mean(0), atol=1e-3)
+
+
+def test_features_match_a_direct_computation(tmp_path):
+    cfg = params(**{"features.dtype": "float32"}).features
+    frame = manifest(tmp_path, BASIC)
+    build_cache(frame, cfg, tmp_path / "f.h5", 1)
+    direct = LogMel(cfg).from_file(frame.audio_path[3])
+    with h5py.File(tmp_path / "f.h5") as h5:
+        np.testing.assert_allclose(h5["test/frames"][()], direct, rtol=1e-5, atol=1e-5)
+
+
+def test_corrupt_empty_and_missing_clips_are_skipped_and_counted(tmp_path):
+    frame = manifest(tmp_path, BASIC * 8)
+    (tmp_path / "corrupt.mp3").write_bytes(b"ID3 this is not audio" * 50)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    bad = pd.DataFrame([{"clip": n, "audio_path": str(tmp_path / n), "speaker": "x", "label": "a", "split": "train"}
+                        for n in ("corrupt.mp3", "empty.wav", "missing.mp3", "silent.wav")])
+    metrics = build_cache(pd.concat([frame, bad]), params(**{"features.max_failed_fraction": 0.2}).features,
+                          tmp_path / "f.h5", 2)
+    assert metrics["failed"] == {"missing_file": 1, "unreadable_audio": 1, "empty_audio": 1, "silent_audio": 1}
+    assert sum(metrics["clips"].values()) == len(frame)
+
+
+def test_too_many_failures_stop_the_stage_and_leave_no_output(tmp_path):
+    frame = manifest(tmp_path, BASIC)
+    frame.loc[1:2, "audio_path"] = str(tmp_path / "missing.mp3")
+    with pytest.raises(StageError, match=r"2 of 5 clips failed .* more than features.max_failed_fraction=0.05"):
+        build_cache(frame, params().features, tmp_path / "f.h5", 1)
+    assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".f.h5*")) == []
+
+
+def test_interrupted_run_leaves_no_half_written_file(tmp_path, monkeypatch):
+    import pipeline.features as features
+
+    calls = {"n": 0}
+    real_add = features.SplitWriter.add
+
+    def add_then_die(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_add(self, *args)
+
+    monkeypatch.setattr(features.SplitWriter, "add", add_then_die)
+    out = tmp_path / "features.h5"
+    out.write_bytes(b"previous complete output")
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(manifest(tmp_path, BASIC), params().features, out, 1)
+    assert out.read_bytes() == b"previous complete output"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_any_rate_and_channel_count_is_resampled_to_mono(tmp_path):
+    for rate, channels in ((32000, 1), (44100, 2), (48000, 1), (8000, 2)):
+        path = tmp_path / f"x{rate}.wav"
+        sf.write(path, tone(0.5, rate=rate, channels=channels), rate)
+        y = load_audio(path, 16000)
+        assert y.ndim == 1 and y.dtype == np.float32 and abs(len(y) - 8000) <= 1
+
+
+def test_missing_file_reason(tmp_path):
+    with pytest.raises(AudioError) as err:
+        load_audio(tmp_path / "nope.mp3", 16000)
+    assert err.value.reason == "missing_file"
+
+
+def test_power_features_and_crop(tmp_path):
+    cfg = params(**{"features.log": False, "features.max_seconds": 0.5, "features.trim_silence": False}).features
+    feats = LogMel(cfg)(tone(2.0, rate=16000))
+    assert feats.shape == (51, cfg.n_mels) and (feats >= 0).all()

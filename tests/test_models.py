@@ -1,0 +1,76 @@
+import dataclasses
+
+import pytest
+import torch
+
+from pipeline.config import RNNConfig
+from pipeline.models import PRESETS, AccentClassifier, ConvFrontend, ModelFileError, checkpoint, load_model
+
+SMALL = RNNConfig(hidden_size=16, num_layers=2, bidirectional=True, dropout=0.0, frontend="conv",
+                  frontend_channels=8, frontend_stride=4)
+
+
+def model(cell="gru", **changes):
+    torch.manual_seed(0)
+    return AccentClassifier(n_mels=10, n_classes=3, cell=cell, cfg=dataclasses.replace(SMALL, **changes)).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+@pytest.mark.parametrize("frontend, bidirectional", [("none", False), ("none", True), ("conv", True)])
+def test_padding_changes_nothing(cell, pooling, frontend, bidirectional):
+    m = model(cell, pooling=pooling, frontend=frontend, bidirectional=bidirectional)
+    short = torch.randn(1, 23, 10)
+    alone = m(short, torch.tensor([23]))
+    padded = torch.cat([short, torch.randn(1, 17, 10) * 100], dim=1)  # garbage, not zeros, past the end
+    other = torch.randn(1, 40, 10)
+    batched = m(torch.cat([padded, other]), torch.tensor([23, 40]))
+    torch.testing.assert_close(batched[0], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 8])
+def test_conv_frontend_lengths(stride):
+    front = ConvFrontend(n_mels=10, channels=4, stride=stride)
+    lengths = torch.tensor([1, 5, 8, 100, 101])
+    out, out_lengths = front(torch.randn(5, 101, 10), lengths)
+    assert out.shape[1] == out_lengths.max()
+    assert out_lengths.tolist() == [-(-n // stride) for n in lengths.tolist()]
+    assert torch.equal(front.out_lengths(lengths), out_lengths)
+
+
+def test_last_pooling_means_the_last_real_frame_for_a_unidirectional_rnn():
+    m = model("lstm", pooling="last", frontend="none", bidirectional=False, num_layers=1)
+    x = torch.randn(2, 30, 10)
+    out, _ = m.rnn(x[:1, :12])
+    expected = m.head(out[:, -1])
+    torch.testing.assert_close(m(x, torch.tensor([12, 30]))[:1], expected)
+
+
+def test_presets_reproduce_the_original_models():
+    basic = AccentClassifier(64, 15, "lstm", RNNConfig(**PRESETS["basic"]))
+    assert basic.rnn.hidden_size == 313 and basic.rnn.num_layers == 1 and len(basic.head) == 2
+    advanced = AccentClassifier(64, 15, "gru", RNNConfig(**PRESETS["advanced"]))
+    linears = [layer for layer in advanced.head if isinstance(layer, torch.nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(313, 156), (156, 78), (78, 15)]
+    assert advanced.rnn.dropout == 0.4 and isinstance(advanced.rnn, torch.nn.GRU)
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    m = model("lstm")
+    path = tmp_path / "model.pt"
+    torch.save(checkpoint(m, 10, ["a", "b", "c"], {"n_mels": 10}, torch.zeros(10), torch.ones(10)), path)
+    loaded, ckpt = load_model(path)
+    assert ckpt["classes"] == ["a", "b", "c"] and ckpt["cell"] == "lstm"
+    x = torch.randn(2, 50, 10)
+    torch.testing.assert_close(loaded(x, torch.tensor([50, 31])), m(x, torch.tensor([50, 31])))
+
+
+def test_foreign_files_are_refused(tmp_path):
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(ModelFileError, match="not an acento model file"):
+        load_model(tmp_path / "notes.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="no 'acento-model' marker"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "missing.pt")
