@@ -1,0 +1,117 @@
+"""The DVC workflow a user runs, on the bundled sample, in a throwaway git repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+# Small enough to train in seconds; the workflow, not the accuracy, is under test here.
+FAST = {"epochs": 2, "batch_size": 32}
+FAST_RNN = {"hidden_size": 16, "num_layers": 1, "frontend_channels": 16}
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    return [f for f in out.decode().split("\0") if f]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    work = base / "project"
+    files = tracked_files() or pytest.skip("the project is not a git checkout")
+    for name in files:
+        if name.startswith(("metrics/", "dvc.lock")) or not (ROOT / name).exists():
+            continue  # start without a baseline: this run makes its own
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, work / name)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train"].update(FAST)
+    params["rnn"].update(FAST_RNN)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    env = {**os.environ, "HOME": str(base / "home"), "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1",
+           "DVC_GLOBAL_CONFIG_DIR": str(base / "dvc-global"), "DVC_SYSTEM_CONFIG_DIR": str(base / "dvc-system"),
+           "DVC_SITE_CACHE_DIR": str(base / "dvc-site"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+
+    def run(*cmd, check=True):
+        result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    run("git", "init", "-q", "-b", "main")
+    run("git", "config", "user.name", "acento test")
+    run("git", "config", "user.email", "test@acento.invalid")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "project")
+    return work, run
+
+
+def test_repro_then_gru_experiment_and_metrics_diff(repo):
+    work, run = repo
+    run("dvc", "repro")
+    data = json.loads((work / "metrics/data.json").read_text())
+    assert set(data) == {"clips", "speakers", "dropped"} and data["dropped"]["no_accent"] > 0
+    train_speakers = sum(data["speakers"]["train"].values())
+    assert train_speakers >= 30
+    features = json.loads((work / "metrics/features.json").read_text())
+    assert sum(features["failed"].values()) == 0 and features["clips"]["train"] > 0
+    lstm = json.loads((work / "metrics/eval.json").read_text())
+    assert lstm["model"] == "lstm"
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "speaker_accuracy", "per_class", "params",
+                "inference_clips_per_second"):
+        assert key in lstm
+    assert set(lstm["per_class"]) == {"america", "espana"}
+    confusion = json.loads((work / "metrics/confusion.json").read_text())
+    assert len(confusion) == lstm["clips"] and {"actual", "predicted"} <= set(confusion[0])
+    assert (work / "metrics/confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (work / "models/model.pt").exists()
+
+    # Nothing changed: a second repro reruns only the always-changed download stage.
+    again = run("dvc", "repro")
+    assert "Running stage 'train'" not in again.stdout and "Stage 'train' didn't change" in again.stdout
+
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "lstm baseline")
+    run("dvc", "exp", "run", "-S", "model=gru")
+    gru = json.loads((work / "metrics/eval.json").read_text())
+    assert gru["model"] == "gru" and gru["params"] < lstm["params"]
+
+    diff = json.loads(run("dvc", "metrics", "diff", "--json").stdout)
+    accuracy = diff["metrics/eval.json"]["accuracy"]
+    assert accuracy["old"] == lstm["accuracy"] and accuracy["new"] == gru["accuracy"]
+    assert diff["metrics/eval.json"]["params"]["old"] == lstm["params"]
+
+    shown = json.loads(run("dvc", "exp", "show", "--json").stdout)
+    assert "gru" in json.dumps(shown) and "lstm" in json.dumps(shown)
+
+
+def test_bad_params_stop_the_stage_with_one_line(repo):
+    work, run = repo
+    params = (work / "params.yaml").read_text()
+    try:
+        (work / "params.yaml").write_text(params.replace("model: gru", "model: transformer")
+                                          .replace("model: lstm", "model: transformer"))
+        result = run(sys.executable, "-m", "pipeline.train", check=False)
+        assert result.returncode == 2
+        assert result.stderr.strip() == ("error: params.yaml: 'model' is 'transformer'; allowed: lstm, gru")
+    finally:
+        (work / "params.yaml").write_text(params)
+
+
+def test_every_stage_has_help(repo):
+    work, run = repo
+    for stage in ("download", "prepare", "features", "train", "evaluate"):
+        assert "--params" in run(sys.executable, "-m", f"pipeline.{stage}", "--help").stdout
