@@ -1,36 +1,15 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
-import soundfile as sf
 import torch
 
 from pipeline.data import SplitData, bucketed_batches, iterate
-from pipeline.features import build_cache
 from pipeline.train import class_weights, train
-from tests.helpers import params, tone
+from tests.helpers import params
 
 TINY = {"train.epochs": 3, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
         "train.batch_size": 4, "train.num_threads": 1}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """Two 'accents' as two pitch ranges, 8 speakers each side of the split."""
-    root = tmp_path_factory.mktemp("cache")
-    rows = []
-    for i in range(36):
-        label = "low" if i % 2 else "high"
-        split = "train" if i < 24 else "dev" if i < 30 else "test"
-        path = root / f"c{i}.wav"
-        sf.write(path, tone(0.6 + 0.05 * (i % 7), rate=16000, freq=(250 if label == "low" else 900) + 7 * i,
-                            seed=i), 16000)
-        rows.append({"clip": path.name, "audio_path": str(path), "speaker": f"s{i // 2}", "label": label,
-                     "split": split})
-    out = root / "features.h5"
-    build_cache(pd.DataFrame(rows), params().features, out, 1)
-    return out
 
 
 def test_training_is_deterministic_for_a_seed(cache, tmp_path):

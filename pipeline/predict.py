@@ -1,0 +1,112 @@
+"""Classify the accent of new recordings with a trained model.
+
+The features are computed exactly as the model's training cache computed them: the feature
+parameters, class names and normalisation statistics all come from the model file, not from
+params.yaml.  A file that cannot be read is reported and the rest are still classified.
+
+  python -m pipeline.predict recordings/            # a table
+  acento-predict --json --top 3 a.mp3 b.wav          # one JSON object per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.audio import AudioError
+from pipeline.audio import features_config
+from pipeline.features import extract_all
+from pipeline.inference import predict_proba, select_device
+from pipeline.models import ModelFileError, load_model
+
+AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
+GROUP = 1024  # files decoded and classified together; bounds memory for large folders
+
+
+def collect(inputs: list[str]) -> list[Path]:
+    """Files as given, and audio files found (recursively, sorted) under folders."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            files.append(item)  # a missing file is reported per file, like any unreadable one
+    return files
+
+
+def classify(files: list[Path], model: torch.nn.Module, ckpt: dict, device: torch.device,
+             batch_size: int = 64, workers: int = 1) -> Iterator[dict]:
+    """One result per file, in order: {"file", "label", "probs"} or {"file", "error"}."""
+    cfg = features_config(ckpt["features"])
+    mean, std, classes = ckpt["mean"].numpy(), ckpt["std"].numpy(), ckpt["classes"]
+    for start in range(0, len(files), GROUP):
+        group = files[start:start + GROUP]
+        results = list(extract_all([str(f) for f in group], cfg, workers if len(group) > 8 else 1))
+        good = [i for i, r in enumerate(results) if not isinstance(r, AudioError)]
+        clips = [results[i] for i in good]
+        probs = predict_proba(model, clips.__getitem__, np.array([len(c) for c in clips]), mean, std,
+                              batch_size, device) if clips else np.zeros((0, len(classes)))
+        by_file = dict(zip(good, probs))
+        for i, (path, result) in enumerate(zip(group, results)):
+            if isinstance(result, AudioError):
+                yield {"file": str(path), "error": f"{result.reason}: {result}"}
+            else:
+                p = by_file[i]
+                yield {"file": str(path), "label": classes[int(p.argmax())],
+                       "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
+
+
+def format_row(result: dict, top: int) -> str:
+    if "error" in result:
+        return f"{result['file']}\tERROR\t{result['error']}"
+    ranked = sorted(result["probs"].items(), key=lambda kv: -kv[1])[:top]
+    return f"{result['file']}\t{result['label']}\t" + "  ".join(f"{c} {p:.3f}" for c, p in ranked)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="acento-predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="audio files or folders of them")
+    parser.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument("--top", type=int, default=0, metavar="K",
+                        help="show the K most likely classes (default: all); JSON keeps all probabilities")
+    parser.add_argument("--batch-size", type=int, default=64, help="clips per inference batch (default: 64)")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores (default)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    args = parser.parse_args(argv)
+    if args.top < 0 or args.batch_size < 1 or args.workers < 0:
+        parser.error("--top must be >= 0, --batch-size >= 1 and --workers >= 0")
+    try:
+        device = select_device(args.device)
+        model, ckpt = load_model(args.model, device)
+    except (ModelFileError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = collect(args.inputs)
+    if not files:
+        print(f"error: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {', '.join(args.inputs)}",
+              file=sys.stderr)
+        return 2
+    workers = args.workers or len(os.sched_getaffinity(0))
+    top = args.top or len(ckpt["classes"])
+    failed = 0
+    if not args.json:
+        print("file\tlabel\tprobabilities")
+    for result in classify(files, model, ckpt, device, args.batch_size, workers):
+        failed += "error" in result
+        print(json.dumps(result, ensure_ascii=False) if args.json else format_row(result, top), flush=True)
+    if failed:
+        print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

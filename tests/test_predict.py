@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipeline.data import SplitData
+from pipeline.inference import predict_proba
+from pipeline.models import load_model
+from pipeline.predict import main as predict_main
+from tests.helpers import tone
+
+
+def run(capsys, *argv):
+    code = predict_main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_probabilities_sum_to_one_and_labels_agree_with_evaluate(cache, trained_model, capsys):
+    test = SplitData(cache, "test")
+    model, ckpt = load_model(trained_model)
+    probs = predict_proba(model, test.clip, test.lengths, ckpt["mean"].numpy(), ckpt["std"].numpy(), 8,
+                          torch.device("cpu"))
+    files = [cache.parent / clip for clip in test.clips]
+    code, out, _ = run(capsys, "--model", trained_model, "--json", *files)
+    assert code == 0
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in results] == [str(f) for f in files]
+    for result, expected in zip(results, probs):
+        assert sum(result["probs"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert result["label"] == test.classes[int(expected.argmax())]
+        # the cache stores float16 features; predict computes float32 ones
+        assert list(result["probs"].values()) == pytest.approx(expected.tolist(), abs=0.02)
+
+
+def test_bad_files_are_reported_while_others_succeed(cache, trained_model, tmp_path, capsys):
+    (tmp_path / "corrupt.mp3").write_bytes(b"\xff\xfb" + b"garbage" * 100)
+    stereo = tmp_path / "stereo32k.wav"
+    sf.write(stereo, tone(1.0, rate=32000, channels=2), 32000)
+    code, out, err = run(capsys, "--model", trained_model, "--json", stereo, tmp_path / "corrupt.mp3",
+                         tmp_path / "missing.flac")
+    results = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and "2 of 3 file(s) could not be classified" in err
+    assert results[0]["file"] == str(stereo) and results[0]["label"] in ("high", "low")
+    assert results[1]["error"].startswith("unreadable_audio") and results[2]["error"].startswith("missing_file")
+
+
+def test_table_with_top_k_and_folders(cache, trained_model, tmp_path, capsys):
+    for i in range(12):  # enough files for the decoding process pool
+        sf.write(tmp_path / f"clip{i}.flac", tone(0.8, rate=44100, freq=300 + 40 * i, seed=i), 44100)
+    (tmp_path / "notes.txt").write_text("not audio, not listed")
+    code, out, _ = run(capsys, "--model", trained_model, "--top", 1, "--workers", 2, tmp_path)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "file\tlabel\tprobabilities" and len(lines) == 13
+    label, probs = lines[1].split("\t")[1:]
+    assert probs.startswith(label) and len(probs.split("  ")) == 1
+
+
+def test_non_model_file_is_refused(tmp_path, capsys):
+    (tmp_path / "fake.pt").write_bytes(np.arange(10).tobytes())
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(0.5, rate=16000), 16000)
+    code, _, err = run(capsys, "--model", tmp_path / "fake.pt", wav)
+    assert code == 2 and err.startswith("error: ") and "not an acento model file" in err
