@@ -1,0 +1,225 @@
+"""Benchmarks (`make bench`): feature extraction, cache reads, training and prediction speed.
+
+Everything runs on the bundled sample, extracted into a scratch folder, and the results go to
+`bench/results.md` and `bench/results.json` with a description of the machine.  Timings belong
+here, never in tests: they depend on the machine and on what else it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from pipeline.audio import LogMel, load_audio
+from pipeline.config import load_params
+from pipeline.download import extract_release
+from pipeline.features import build_cache, resolve_workers
+from pipeline.prepare import prepare
+
+SAMPLE = Path("data/sample/cv-corpus-sample-es.tar.gz")
+OUT = Path("bench")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem, 1),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "libsndfile": sf.__libsndfile_version__, "cuda": torch.cuda.get_device_name(0)
+            if torch.cuda.is_available() else None, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def timed(fn, repeat: int = 1) -> float:
+    """Best of `repeat` wall-clock runs, in seconds (best-of filters out other load on the machine)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_features(manifest: pd.DataFrame, params, scratch: Path, repeat: int) -> dict:
+    cfg = params.features
+    paths = manifest["audio_path"].tolist()
+    seconds = float(manifest["duration"].sum())
+    extractor = LogMel(cfg)
+    extractor.from_file(paths[0])  # warm-up: librosa's numba kernels, page cache
+    n = len(paths)
+    decode = timed(lambda: [sf.read(p, dtype="float32") for p in paths], repeat)
+    compute = timed(lambda: [extractor.from_file(p) for p in paths], repeat)
+    one = timed(lambda: build_cache(manifest, cfg, scratch / "f1.h5", 1), repeat)
+    cores = resolve_workers(0)
+    many = timed(lambda: build_cache(manifest, cfg, scratch / "fn.h5", cores), repeat)
+    rate = lambda t: {"clips_per_second": round(n / t, 1), "audio_seconds_per_second": round(seconds / t, 1)}  # noqa: E731
+    result = {
+        "clips": n, "audio_seconds": round(seconds, 1),
+        "decode_only_floor": rate(decode),
+        "compute_bound_1_process": rate(compute),
+        "stage_1_worker": rate(one),
+        f"stage_{cores}_workers": rate(many),
+        "stage_1_worker_vs_compute_bound": round(compute / one, 3),
+        "speedup_1_to_all_workers": round(one / many, 2),
+        "resample_plus_logmel_share_of_compute": round(1 - decode / compute, 3),
+    }
+    result["peak_memory"] = bench_memory(manifest, params, scratch)
+    result["batch_read"] = bench_batch_read(scratch / "f1.h5", manifest, extractor, params.train.batch_size)
+    return result
+
+
+def bench_memory(manifest: pd.DataFrame, params, scratch: Path) -> dict:
+    """Peak RSS of the writer and of the largest worker, for the sample's clips once and 4 times over."""
+    out = {}
+    for factor in (1, 4):
+        path = scratch / f"manifest_x{factor}.tsv"
+        pd.concat([manifest] * factor).to_csv(path, sep="\t", index=False)
+        code = ("import resource,sys,pandas as pd;from pipeline.config import load_params;"
+                "from pipeline.features import build_cache,resolve_workers;p=load_params();"
+                f"build_cache(pd.read_csv({str(path)!r},sep='\\t'),p.features,__import__('pathlib').Path("
+                f"{str(scratch / 'mem.h5')!r}),resolve_workers(0));"
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        writer_kib, worker_kib = map(int, run.stdout.split()[-2:])
+        out[f"x{factor}"] = {"clips": len(manifest) * factor, "writer_mib": round(writer_kib / 1024, 1),
+                             "largest_worker_mib": round(worker_kib / 1024, 1)}
+    return out
+
+
+def bench_batch_read(cache: Path, manifest: pd.DataFrame, extractor: LogMel, batch_size: int) -> dict:
+    """One training batch from the HDF5 cache (read lazily from disk) against decoding its clips."""
+    rng = np.random.default_rng(0)
+    with h5py.File(cache) as h5:
+        group = h5["train"]
+        offsets, lengths, frames = group["offsets"][()], group["lengths"][()], group["frames"]
+        clips = group["clips"].asstr()[()]
+        batches = [rng.choice(len(lengths), batch_size, replace=False) for _ in range(20)]
+        cached = timed(lambda: [[np.asarray(frames[offsets[i]:offsets[i] + lengths[i]], np.float32) for i in b]
+                                for b in batches])
+    by_clip = dict(zip(manifest["clip"], manifest["audio_path"]))
+    decoded = timed(lambda: [[extractor.from_file(by_clip[clips[i]]) for i in b] for b in batches[:5]]) * 4
+    return {"cache_ms_per_batch": round(1000 * cached / 20, 2), "decode_ms_per_batch": round(1000 * decoded / 20, 1),
+            "speedup": round(decoded / cached, 1), "batch_size": batch_size}
+
+
+def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
+    from pipeline.evaluate import compute_metrics
+    from pipeline.data import SplitData
+    from pipeline.inference import predict_proba
+    from pipeline.models import load_model
+    from pipeline.train import train
+
+    variants = {"default (conv stride 4, bucketing)": {},
+                "no bucketing": {"train": {"bucketing": False}},
+                "no conv front-end": {"rnn": {"frontend": "none"}}}
+    results = {}
+    test = SplitData(cache, "test")
+    for name, change in variants.items():
+        p = params
+        for section, values in change.items():
+            p = dataclasses.replace(p, **{section: dataclasses.replace(getattr(p, section), **values)})
+        if not full:
+            p = dataclasses.replace(p, train=dataclasses.replace(p.train, epochs=2))
+        out = scratch / "model.pt"
+        metrics = train(p, cache, out, scratch / "live")
+        model, ckpt = load_model(out)
+        probs = predict_proba(model, test.clip, test.lengths, ckpt["mean"].numpy(), ckpt["std"].numpy(), 64,
+                              torch.device("cpu"))
+        scores = compute_metrics(test.labels, probs.argmax(1), test.speakers, test.classes)
+        results[name] = {"train_clips_per_second": metrics["train_clips_per_second"],
+                         "seconds_per_epoch": round(metrics["train_seconds"] / metrics["epochs_run"], 2),
+                         "epochs": metrics["epochs_run"], **({"test_accuracy": scores["accuracy"],
+                                                              "test_macro_f1": scores["macro_f1"]} if full else {})}
+    return results
+
+
+def bench_predict(model_path: Path, manifest: pd.DataFrame, scratch: Path) -> dict:
+    from pipeline.models import load_model
+    from pipeline.predict import classify
+
+    model, ckpt = load_model(model_path)
+    torch.set_num_threads(resolve_workers(0))
+    audio = np.concatenate([load_audio(p, 48000) for p in manifest["audio_path"][:2]])[:5 * 48000]
+    clip = scratch / "five_seconds.mp3"
+    sf.write(clip, audio, 48000, format="MP3")
+    list(classify([clip], model, ckpt, torch.device("cpu")))  # warm-up
+    latencies = []
+    for _ in range(30):
+        start = time.perf_counter()
+        list(classify([clip], model, ckpt, torch.device("cpu")))
+        latencies.append(time.perf_counter() - start)
+    files = [Path(p) for p in manifest["audio_path"]]
+    batch = timed(lambda: list(classify(files, model, ckpt, torch.device("cpu"), 64, resolve_workers(0))), 2)
+    return {"single_5s_clip_ms_median": round(1000 * statistics.median(latencies), 1),
+            "single_5s_clip_ms_p90": round(1000 * sorted(latencies)[int(0.9 * len(latencies))], 1),
+            "batch_clips_per_second": round(len(files) / batch, 1), "batch_clips": len(files),
+            "model": ckpt["cell"]}
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["# acento benchmarks", "", "Written by `make bench` (`python -m pipeline.bench`).", "",
+             "## Machine", ""] + [f"- {k}: {v}" for k, v in results["machine"].items()]
+    for section in ("features", "training", "predict"):
+        if section in results:
+            lines += ["", f"## {section}", "", "```json", json.dumps(results[section], indent=2), "```"]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 training epochs per variant, no accuracy")
+    parser.add_argument("--repeat", type=int, default=3, help="feature timings: best of N runs (default: 3)")
+    parser.add_argument("--only", nargs="+", choices=("features", "training", "predict"),
+                        default=["features", "training", "predict"])
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for results.md/.json (default: bench)")
+    args = parser.parse_args(argv)
+    params = load_params()
+    results = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    results["machine"] = machine()
+    scratch = Path(tempfile.mkdtemp(prefix="acento-bench-"))
+    try:
+        locale = extract_release(SAMPLE, scratch / "raw", "es")
+        manifest, _ = prepare(params, locale)
+        if "features" in args.only:
+            print("benchmarking features ...", flush=True)
+            results["features"] = bench_features(manifest, params, scratch, args.repeat)
+        cache = scratch / "cache.h5"
+        build_cache(manifest, params.features, cache, resolve_workers(0))
+        if "training" in args.only:
+            print("benchmarking training ...", flush=True)
+            results["training"] = bench_training(cache, params, scratch, not args.quick)
+        if "predict" in args.only:
+            print("benchmarking predict ...", flush=True)
+            model = Path("models/model.pt")
+            if not model.exists():
+                from pipeline.train import train
+                model = scratch / "predict-model.pt"
+                train(params, cache, model, scratch / "live")
+            results["predict"] = bench_predict(model, manifest, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_report(results, args.out)
+    print(f"results -> {args.out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
