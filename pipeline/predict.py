@@ -27,7 +27,7 @@ from pipeline.inference import predict_proba, select_device
 from pipeline.models import ModelFileError, load_model
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
-GROUP = 1024  # files decoded and classified together; bounds memory for large folders
+CHUNK_BATCHES = 4  # batches classified together; bounds memory for folders of any size
 
 
 def collect(inputs: list[str]) -> list[Path]:
@@ -43,24 +43,34 @@ def collect(inputs: list[str]) -> list[Path]:
 
 def classify(files: list[Path], model: torch.nn.Module, ckpt: dict, device: torch.device,
              batch_size: int = 64, workers: int = 1) -> Iterator[dict]:
-    """One result per file, in order: {"file", "label", "probs"} or {"file", "error"}."""
+    """One result per file, in order: {"file", "label", "probs"} or {"file", "error"}.
+
+    Worker processes decode ahead while this process runs the model on the clips already decoded,
+    a few batches at a time (sorted by length inside, so batches carry little padding).
+    """
     cfg = features_config(ckpt["features"])
     mean, std, classes = ckpt["mean"].numpy(), ckpt["std"].numpy(), ckpt["classes"]
-    for start in range(0, len(files), GROUP):
-        group = files[start:start + GROUP]
-        results = list(extract_all([str(f) for f in group], cfg, workers if len(group) > 8 else 1))
-        good = [i for i, r in enumerate(results) if not isinstance(r, AudioError)]
-        clips = [results[i] for i in good]
-        probs = predict_proba(model, clips.__getitem__, np.array([len(c) for c in clips]), mean, std,
-                              batch_size, device) if clips else np.zeros((0, len(classes)))
-        by_file = dict(zip(good, probs))
-        for i, (path, result) in enumerate(zip(group, results)):
+
+    def flush(chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[dict]:
+        clips = [r for _, r in chunk if not isinstance(r, AudioError)]
+        probs = iter(predict_proba(model, clips.__getitem__, np.array([len(c) for c in clips]), mean, std,
+                                   batch_size, device)) if clips else iter(())
+        for path, result in chunk:
             if isinstance(result, AudioError):
                 yield {"file": str(path), "error": f"{result.reason}: {result}"}
             else:
-                p = by_file[i]
+                p = next(probs)
                 yield {"file": str(path), "label": classes[int(p.argmax())],
                        "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
+
+    chunk: list[tuple[Path, np.ndarray | AudioError]] = []
+    results = extract_all([str(f) for f in files], cfg, workers if len(files) > 8 else 1)
+    for path, result in zip(files, results):
+        chunk.append((path, result))
+        if len(chunk) == CHUNK_BATCHES * batch_size:
+            yield from flush(chunk)
+            chunk = []
+    yield from flush(chunk)
 
 
 def format_row(result: dict, top: int) -> str:
