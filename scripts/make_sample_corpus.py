@@ -102,7 +102,7 @@ SENTENCES = [
     "Aceptó la oferta sin dudar.",
 ]
 SHORT_WORDS = ["Sí.", "No.", "Hola."]
-CLIPS_PER_SPEAKER = 6
+CLIPS_PER_SPEAKER = 5
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def synthesize(text: str, spk: Speaker, out: Path, tmp: Path) -> None:
     )
     # Leading/trailing silence like a browser recording; a per-speaker level and "microphone" band.
     subprocess.run(
-        ["sox", str(wav), "-r", str(spk.sample_rate), "-c", "1", "-C", "32", str(out),
+        ["sox", "-R", str(wav), "-r", str(spk.sample_rate), "-c", "1", "-C", "32", str(out),
          "lowpass", str(spk.lowpass_hz), "gain", str(spk.gain_db), "pad", *pad, "dither"],
         check=True, capture_output=True,
     )
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="archive to write")
     parser.add_argument("--seed", type=int, default=2024, help="fixes speakers, sentences and labels")
-    parser.add_argument("--speakers-per-class", type=int, default=36)
+    parser.add_argument("--speakers-per-class", type=int, default=50)
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
