@@ -152,10 +152,10 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
 
 def bench_predict(model_path: Path, manifest: pd.DataFrame, scratch: Path) -> dict:
     from pipeline.models import load_model
-    from pipeline.predict import classify
+    from pipeline.predict import classify, inference_threads
 
     model, ckpt = load_model(model_path)
-    torch.set_num_threads(resolve_workers(0))
+    torch.set_num_threads(inference_threads(1, 1))
     audio = np.concatenate([load_audio(p, 48000) for p in manifest["audio_path"][:2]])[:5 * 48000]
     clip = scratch / "five_seconds.mp3"
     sf.write(clip, audio, 48000, format="MP3")
@@ -166,6 +166,7 @@ def bench_predict(model_path: Path, manifest: pd.DataFrame, scratch: Path) -> di
         list(classify([clip], model, ckpt, torch.device("cpu")))
         latencies.append(time.perf_counter() - start)
     files = [Path(p) for p in manifest["audio_path"]]
+    torch.set_num_threads(inference_threads(len(files), resolve_workers(0)))
     batch = timed(lambda: list(classify(files, model, ckpt, torch.device("cpu"), 64, resolve_workers(0))), 2)
     return {"single_5s_clip_ms_median": round(1000 * statistics.median(latencies), 1),
             "single_5s_clip_ms_p90": round(1000 * sorted(latencies)[int(0.9 * len(latencies))], 1),
