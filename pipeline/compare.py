@@ -16,9 +16,7 @@ from pipeline.models import PRESETS
 
 CELLS = ("lstm", "gru")
 RESTORED = ["params.yaml", "dvc.lock", "metrics"]
-COLUMNS = ["Experiment", "params.yaml:model", "metrics/eval.json:accuracy", "metrics/eval.json:balanced_accuracy",
-           "metrics/eval.json:macro_f1", "metrics/eval.json:speaker_accuracy", "metrics/eval.json:params",
-           "metrics/train.json:train_seconds", "metrics/eval.json:inference_clips_per_second"]
+EVAL = ("accuracy", "balanced_accuracy", "macro_f1", "speaker_accuracy", "params", "inference_clips_per_second")
 
 
 def overrides(preset: str, cell: str) -> list[str]:
@@ -34,9 +32,29 @@ def experiment_commands(presets: list[str]) -> list[list[str]]:
             for preset in presets for cell in CELLS]
 
 
-def table_command() -> list[str]:
-    keep = "|".join(c.replace(".", r"\.") for c in COLUMNS)
-    return ["dvc", "exp", "show", "--md", "--drop", ".*", "--keep", f"^({keep})$"]
+def experiment_rows(exp_show: list[dict]) -> list[dict]:
+    """The columns that matter, from `dvc exp show --json`, for every experiment of the baseline."""
+    rows = []
+    for baseline in exp_show:
+        for exp in baseline.get("experiments") or []:
+            rev = exp["revs"][0]
+            data = rev.get("data") or {}
+            metrics = data.get("metrics") or {}
+            evaluation = metrics.get("metrics/eval.json", {}).get("data", {})
+            training = metrics.get("metrics/train.json", {}).get("data", {})
+            model = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("model")
+            rows.append({"experiment": exp.get("name") or rev.get("name") or rev["rev"][:7], "model": model,
+                         **{k: evaluation.get(k) for k in EVAL}, "train_seconds": training.get("train_seconds")})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "(no experiments)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if r[h] is None else str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,17 +74,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         name = cmd[cmd.index("--name") + 1]
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)  # rerun replaces an old one
+        # `dvc exp run` leaves its parameters in the workspace; start each one from HEAD's.
+        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], check=True)
         if subprocess.run(cmd).returncode != 0:
             print(f"error: experiment {name} failed; see the output above", file=sys.stderr)
             return 1
-    print("$", " ".join(table_command()), flush=True)
     if args.dry_run:
         return 0
-    status = subprocess.run(table_command()).returncode
     # Each `dvc exp run` leaves its results in the workspace; put HEAD's back.
     subprocess.run(["git", "checkout", "HEAD", "--", *RESTORED], check=True)
     subprocess.run(["dvc", "checkout", "--quiet"], check=False)
-    return status
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+    names = {cmd[cmd.index("--name") + 1] for cmd in commands}
+    print(markdown([r for r in experiment_rows(json.loads(shown.stdout)) if r["experiment"] in names]))
+    return 0
 
 
 if __name__ == "__main__":

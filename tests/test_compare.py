@@ -1,6 +1,8 @@
 import yaml
 
-from pipeline.compare import experiment_commands, main
+import json
+
+from pipeline.compare import experiment_commands, experiment_rows, main, markdown
 from pipeline.config import parse_params
 from pipeline.models import PRESETS
 from tests.helpers import ROOT
@@ -38,4 +40,19 @@ def test_dry_run_prints_the_commands(capsys):
     assert main(["--presets", "basic", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "dvc exp run --name basic-lstm -S model=lstm -S rnn.hidden_size=313" in out
-    assert "dvc exp show --md" in out
+    assert "dvc exp run --name basic-gru -S model=gru" in out
+
+
+def test_table_from_dvc_exp_show_json():
+    shown = [{"rev": "workspace", "name": None, "experiments": None},
+             {"rev": "abc", "name": "main", "experiments": [
+                 {"name": "basic-gru", "revs": [{"rev": "123456789", "name": "basic-gru", "data": {
+                     "params": {"params.yaml": {"data": {"model": "gru"}}},
+                     "metrics": {"metrics/eval.json": {"data": {"accuracy": 0.6, "macro_f1": 0.5, "params": 10}},
+                                 "metrics/train.json": {"data": {"train_seconds": 12.5}}}}}]}]}]
+    rows = experiment_rows(json.loads(json.dumps(shown)))
+    assert rows == [{"experiment": "basic-gru", "model": "gru", "accuracy": 0.6, "balanced_accuracy": None,
+                     "macro_f1": 0.5, "speaker_accuracy": None, "params": 10, "inference_clips_per_second": None,
+                     "train_seconds": 12.5}]
+    table = markdown(rows).splitlines()
+    assert table[0].startswith("| experiment | model | accuracy |") and table[2].startswith("| basic-gru | gru | 0.6 |")
