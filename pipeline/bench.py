@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
+from threadpoolctl import threadpool_limits
 
 from pipeline.audio import LogMel, load_audio
 from pipeline.config import load_params
@@ -64,7 +65,8 @@ def bench_features(manifest: pd.DataFrame, params, scratch: Path, repeat: int) -
     extractor.from_file(paths[0])  # warm-up: librosa's numba kernels, page cache
     n = len(paths)
     decode = timed(lambda: [sf.read(p, dtype="float32") for p in paths], repeat)
-    compute = timed(lambda: [extractor.from_file(p) for p in paths], repeat)
+    with threadpool_limits(1, user_api="blas"):  # as in each worker of the stage
+        compute = timed(lambda: [extractor.from_file(p) for p in paths], repeat)
     one = timed(lambda: build_cache(manifest, cfg, scratch / "f1.h5", 1), repeat)
     cores = resolve_workers(0)
     many = timed(lambda: build_cache(manifest, cfg, scratch / "fn.h5", cores), repeat)
@@ -90,11 +92,13 @@ def bench_memory(manifest: pd.DataFrame, params, scratch: Path) -> dict:
     for factor in (1, 4):
         path = scratch / f"manifest_x{factor}.tsv"
         pd.concat([manifest] * factor).to_csv(path, sep="\t", index=False)
-        code = ("import resource,sys,pandas as pd;from pipeline.config import load_params;"
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so the child would report the
+        # high-water mark of this (torch-laden) process that started it.
+        code = ("import re,resource,pathlib,pandas as pd;from pipeline.config import load_params;"
                 "from pipeline.features import build_cache,resolve_workers;p=load_params();"
-                f"build_cache(pd.read_csv({str(path)!r},sep='\\t'),p.features,__import__('pathlib').Path("
+                f"build_cache(pd.read_csv({str(path)!r},sep='\\t'),p.features,pathlib.Path("
                 f"{str(scratch / 'mem.h5')!r}),resolve_workers(0));"
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+                "print(re.search(r'VmHWM:\\s+(\\d+)',open('/proc/self/status').read()).group(1),"
                 "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         writer_kib, worker_kib = map(int, run.stdout.split()[-2:])

@@ -14,6 +14,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def _init_worker(cfg: FeaturesConfig) -> None:
     threadpool_limits(1, user_api="blas")
 
 
+class CachedClip(NamedTuple):
+    frames: np.ndarray    # [frames, n_mels] in the cache's storage type
+    total: np.ndarray     # per-mel sum of the float32 features
+    total_sq: np.ndarray  # per-mel sum of squares
+
+
 def _extract(path: str) -> np.ndarray | AudioError:
     """Runs in a worker; returns the error instead of raising so one bad clip stops nothing."""
     assert _extractor is not None
@@ -53,13 +60,26 @@ def _extract(path: str) -> np.ndarray | AudioError:
         return exc
 
 
-def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int) -> Iterator[np.ndarray | AudioError]:
-    """Features in manifest order; at most a bounded window of clips is in flight at any time."""
+def _extract_for_cache(path: str) -> CachedClip | AudioError:
+    """Also does the per-clip share of the writer's work (statistics, storage type) in the worker,
+    so the single writer stays light and the workers scale."""
+    feats = _extract(path)
+    if isinstance(feats, AudioError):
+        return feats
+    assert _extractor is not None
+    return CachedClip(feats.astype(_extractor.cfg.dtype), feats.sum(axis=0, dtype=np.float64),
+                      np.square(feats, dtype=np.float64).sum(axis=0))
+
+
+def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int, for_cache: bool = False
+                ) -> Iterator[np.ndarray | CachedClip | AudioError]:
+    """Features (or, `for_cache`, CachedClips) in input order; a bounded window of clips in flight."""
+    fn = _extract_for_cache if for_cache else _extract
     if workers <= 1:
         global _extractor
         _extractor = LogMel(cfg)
         with threadpool_limits(1, user_api="blas"):
-            yield from map(_extract, paths)
+            yield from map(fn, paths)
         return
     window = workers * 32
     chunk = 8
@@ -67,7 +87,7 @@ def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int) -> Iterator
         pending = []
         for start in range(0, len(paths), window):
             # keep two windows in flight: the workers never wait for the writer
-            pending.append(pool.map(_extract, paths[start:start + window], chunksize=chunk))
+            pending.append(pool.map(fn, paths[start:start + window], chunksize=chunk))
             if len(pending) == 2:
                 yield from pending.pop(0)
         for results in pending:
@@ -99,7 +119,7 @@ class SplitWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        block = np.concatenate(self.buffer).astype(self.frames.dtype)
+        block = np.concatenate(self.buffer)
         self.frames.resize(self.written + len(block), axis=0)
         self.frames[self.written:] = block
         self.written += len(block)
@@ -131,7 +151,7 @@ def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers:
     examples: list[str] = []
     with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as h5:
         writers = {s: SplitWriter(h5.create_group(s), cfg.n_mels, cfg.dtype) for s in SPLITS}
-        results = extract_all(manifest["audio_path"].tolist(), cfg, workers)
+        results = extract_all(manifest["audio_path"].tolist(), cfg, workers, for_cache=True)
         rows = manifest[["label", "speaker", "clip", "split"]].itertuples(index=False)
         for row, result in tqdm(zip(rows, results), total=len(manifest), desc="features", unit="clip"):
             if isinstance(result, AudioError):
@@ -139,12 +159,12 @@ def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers:
                 if len(examples) < 5:
                     examples.append(str(result))
                 continue
-            writers[row.split].add(result, class_index[row.label], row.speaker, row.clip)
+            writers[row.split].add(result.frames, class_index[row.label], row.speaker, row.clip)
             clips[row.split] += 1
-            frames[row.split] += len(result)
+            frames[row.split] += len(result.frames)
             if row.split == "train":
-                total += result.sum(axis=0, dtype=np.float64)
-                total_sq += np.square(result, dtype=np.float64).sum(axis=0)
+                total += result.total
+                total_sq += result.total_sq
         n_failed = sum(failed.values())
         if len(manifest) and n_failed / len(manifest) > cfg.max_failed_fraction:
             raise StageError(f"{n_failed} of {len(manifest)} clips failed ({dict(failed)}), more than "
