@@ -94,6 +94,10 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     assert accuracy["old"] == lstm["accuracy"] and accuracy["new"] == gru["accuracy"]
     assert diff["metrics/eval.json"]["params"]["old"] == lstm["params"]
 
+    plots = json.loads(run("dvc", "plots", "diff", "--json").stdout)["data"]
+    assert sorted(plots["metrics/confusion.json"][0]["revisions"]) == ["HEAD", "workspace"]
+    assert "metrics/training/plots/metrics/dev/macro_f1.tsv" in plots
+
     shown = json.loads(run("dvc", "exp", "show", "--json").stdout)
     assert "gru" in json.dumps(shown) and "lstm" in json.dumps(shown)
 
