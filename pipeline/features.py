@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import h5py
@@ -83,15 +84,20 @@ def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int, for_cache: 
         return
     window = workers * 32
     chunk = 8
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        pending = []
-        for start in range(0, len(paths), window):
-            # keep two windows in flight: the workers never wait for the writer
-            pending.append(pool.map(fn, paths[start:start + window], chunksize=chunk))
-            if len(pending) == 2:
-                yield from pending.pop(0)
-        for results in pending:
-            yield from results
+    try:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+            pending = []
+            for start in range(0, len(paths), window):
+                # keep two windows in flight: the workers never wait for the writer
+                pending.append(pool.map(fn, paths[start:start + window], chunksize=chunk))
+                if len(pending) == 2:
+                    yield from pending.pop(0)
+            for results in pending:
+                yield from results
+    except BrokenProcessPool:
+        # A decoder crashing in C (not an exception) takes its process down; say how to find the clip.
+        raise StageError("a decoding process died (a crash inside libsndfile or soxr on some clip); run "
+                         "with one worker (features.workers: 1, or --workers 1) to find the clip") from None
 
 
 class SplitWriter:

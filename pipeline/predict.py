@@ -25,6 +25,7 @@ from pipeline.audio import features_config
 from pipeline.features import extract_all
 from pipeline.inference import predict_proba, select_device
 from pipeline.models import ModelFileError, load_model
+from pipeline.stage import StageError
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
 CHUNK_BATCHES = 4  # batches classified together; bounds memory for folders of any size
@@ -119,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     if not args.json:
         print("file\tlabel\tprobabilities")
-    for result in classify(files, model, ckpt, device, args.batch_size, workers):
-        failed += "error" in result
-        print(json.dumps(result, ensure_ascii=False) if args.json else format_row(result, top), flush=True)
+    try:
+        for result in classify(files, model, ckpt, device, args.batch_size, workers):
+            failed += "error" in result
+            print(json.dumps(result, ensure_ascii=False) if args.json else format_row(result, top), flush=True)
+    except StageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if failed:
         print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
     return 1 if failed else 0

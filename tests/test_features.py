@@ -132,3 +132,17 @@ def test_power_features_and_crop(tmp_path):
     cfg = params(**{"features.log": False, "features.max_seconds": 0.5, "features.trim_silence": False}).features
     feats = LogMel(cfg)(tone(2.0, rate=16000))
     assert feats.shape == (51, cfg.n_mels) and (feats >= 0).all()
+
+
+def _crash(path):
+    import os
+    os._exit(1)  # what a segfault in a C decoder looks like to the pool
+
+
+def test_a_crashing_decoder_process_is_a_clear_error(tmp_path, monkeypatch):
+    import pipeline.features as features
+
+    monkeypatch.setattr(features, "_extract_for_cache", _crash)
+    with pytest.raises(StageError, match="a decoding process died"):
+        build_cache(manifest(tmp_path, BASIC), params().features, tmp_path / "f.h5", 2)
+    assert list(tmp_path.glob("*.h5")) == []
