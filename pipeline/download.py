@@ -2,7 +2,7 @@
 
 The release itself (tens of GB of clips) never becomes a DVC output: DVC would hash and copy it on
 every `dvc status`.  The stage's output is `data/release.json` (where the locale folder is, file
-counts, TSV checksums).  It runs on every `dvc repro` (`always_changed`), costs a stat when nothing
+counts, TSV checksums).  It runs on every `dvc repro` (`always_changed`), re-reads only the TSVs when nothing
 changed, and the stages after it rerun only when the manifest's content changes.
 """
 
