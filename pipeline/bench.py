@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,8 +31,11 @@ from threadpoolctl import threadpool_limits
 from pipeline.audio import LogMel, load_audio
 from pipeline.config import load_params
 from pipeline.download import extract_release
-from pipeline.features import build_cache, resolve_workers
+from pipeline.features import build_cache
+from pipeline.manifest import write_manifest
+from pipeline.paths import MODEL_FILE
 from pipeline.prepare import prepare
+from pipeline.runtime import available_cores, resolve_count
 
 SAMPLE = Path("data/sample/cv-corpus-sample-es.tar.gz")
 OUT = Path("bench")
@@ -41,7 +45,7 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem, 1),
+    return {"cpu": cpu, "cores": available_cores(), "memory_gib": round(mem, 1),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "libsndfile": sf.__libsndfile_version__, "cuda": torch.cuda.get_device_name(0)
             if torch.cuda.is_available() else None, "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -68,7 +72,7 @@ def bench_features(manifest: pd.DataFrame, params, scratch: Path, repeat: int) -
     with threadpool_limits(1, user_api="blas"):  # as in each worker of the stage
         compute = timed(lambda: [extractor.from_file(p) for p in paths], repeat)
     one = timed(lambda: build_cache(manifest, cfg, scratch / "f1.h5", 1), repeat)
-    cores = resolve_workers(0)
+    cores = resolve_count(0)
     many = timed(lambda: build_cache(manifest, cfg, scratch / "fn.h5", cores), repeat)
     rate = lambda t: {"clips_per_second": round(n / t, 1), "audio_seconds_per_second": round(seconds / t, 1)}  # noqa: E731
     result = {
@@ -91,13 +95,14 @@ def bench_memory(manifest: pd.DataFrame, params, scratch: Path) -> dict:
     out = {}
     for factor in (1, 4):
         path = scratch / f"manifest_x{factor}.tsv"
-        pd.concat([manifest] * factor).to_csv(path, sep="\t", index=False)
+        write_manifest(pd.concat([manifest] * factor), path)
         # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so the child would report the
         # high-water mark of this (torch-laden) process that started it.
-        code = ("import re,resource,pathlib,pandas as pd;from pipeline.config import load_params;"
-                "from pipeline.features import build_cache,resolve_workers;p=load_params();"
-                f"build_cache(pd.read_csv({str(path)!r},sep='\\t'),p.features,pathlib.Path("
-                f"{str(scratch / 'mem.h5')!r}),resolve_workers(0));"
+        code = ("import re,resource,pathlib;from pipeline.config import load_params;"
+                "from pipeline.features import build_cache;from pipeline.manifest import read_manifest;"
+                "from pipeline.runtime import resolve_count;p=load_params();"
+                f"build_cache(read_manifest({str(path)!r}),p.features,pathlib.Path("
+                f"{str(scratch / 'mem.h5')!r}),resolve_count(0));"
                 "print(re.search(r'VmHWM:\\s+(\\d+)',open('/proc/self/status').read()).group(1),"
                 "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -123,11 +128,77 @@ def bench_batch_read(cache: Path, manifest: pd.DataFrame, extractor: LogMel, bat
             "speedup": round(decoded / cached, 1), "batch_size": batch_size}
 
 
+def write_synthetic_cache(path: Path, target_bytes: int, features, seed: int = 0) -> int:
+    """A cache of random float16 clips of 2-10 s (200-1000 frames) in its train split, about
+    `target_bytes` of frames, labelled as made with `features`; returns the number of clips."""
+    from pipeline.cache import CacheWriter
+
+    n_mels = features.n_mels
+    rng = np.random.default_rng(seed)
+    block = rng.standard_normal((1000, n_mels)).astype(np.float16)
+    written, clips = 0, 0
+    with CacheWriter(path, n_mels, "float16") as cache:
+        while written < target_bytes:
+            length = int(rng.integers(200, 1001))
+            cache.add("train", block[:length], clips % 7, f"speaker{clips % 997}", f"clip{clips}")
+            written += length * n_mels * 2
+            clips += 1
+        cache.finish([f"class{i}" for i in range(7)], features, np.zeros(n_mels), np.ones(n_mels))
+    return clips
+
+
+def read_epoch(cache: str, batches: int, batch_size: int, cold: bool) -> dict:
+    """Runs in a fresh process (`bench_lazy_read`): reads `batches` shuffled, bucketed training
+    batches the way `train` does and reports clips/s, bytes read from disk per clip byte (cold:
+    the file's pages are dropped from the page cache first), and the process's peak memory."""
+    from pipeline.cache import SplitData
+    from pipeline.data import bucketed_batches, iterate
+
+    def disk_read_bytes() -> int:
+        return int(next(line for line in open("/proc/self/io") if line.startswith("read_bytes")).split()[1])
+
+    if cold:
+        fd = os.open(cache, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    data = SplitData(cache, "train")
+    order = bucketed_batches(data.lengths, batch_size, np.random.default_rng(1))[:batches]
+    before, start = disk_read_bytes(), time.perf_counter()
+    clips = sum(len(batch.index) for batch in iterate(data, order))
+    seconds = time.perf_counter() - start
+    clip_bytes = int(sum(data.lengths[b].sum() for b in order)) * data.frames.dtype.itemsize * data.frames.shape[1]
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+    return {"lazy": data.lazy, "clips_per_second": round(clips / seconds, 1),
+            "disk_bytes_per_clip_byte": round((disk_read_bytes() - before) / clip_bytes, 2),
+            "peak_rss_mib": round(hwm / 1024, 1)}
+
+
+def bench_lazy_read(scratch: Path, features, gigabytes: float, batches: int, batch_size: int) -> dict:
+    """The cache past memory: a synthetic cache of `gigabytes` read lazily (cold and warm page
+    cache) and in memory, each in its own process so its peak memory is its own."""
+    path = scratch / "lazy.h5"
+    clips = write_synthetic_cache(path, int(gigabytes * 2 ** 30), features)
+
+    def run(cold: bool, limit: int) -> dict:
+        code = (f"import json;from pipeline.bench import read_epoch;"
+                f"print(json.dumps(read_epoch({str(path)!r},{batches},{batch_size},{cold})))")
+        env = {**os.environ, "ACENTO_IN_MEMORY_BYTES": str(limit)}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        return json.loads(out.stdout.splitlines()[-1])
+
+    lazy_cold = run(True, 1)
+    lazy_warm = run(False, 1)
+    in_memory = run(False, 1 << 40)
+    return {"cache_gib": round(path.stat().st_size / 2 ** 30, 2), "clips": clips, "batches_read": batches,
+            "batch_size": batch_size, "lazy_cold": lazy_cold, "lazy_warm": lazy_warm, "in_memory": in_memory,
+            "lazy_warm_vs_in_memory": round(lazy_warm["clips_per_second"] / in_memory["clips_per_second"], 2)}
+
+
 def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
-    from pipeline.evaluate import compute_metrics
-    from pipeline.data import SplitData
+    from pipeline.cache import SplitData
+    from pipeline.metrics import classification_metrics
     from pipeline.inference import predict_proba
-    from pipeline.models import load_model
+    from pipeline.network import load_model_file
     from pipeline.train import train
 
     variants = {"default (conv stride 4, bucketing)": {},
@@ -143,10 +214,10 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
             p = dataclasses.replace(p, train=dataclasses.replace(p.train, epochs=2))
         out = scratch / "model.pt"
         metrics = train(p, cache, out, scratch / "live")
-        model, ckpt = load_model(out)
+        model, ckpt = load_model_file(out)
         probs = predict_proba(model, test.clip, test.lengths, ckpt["mean"].numpy(), ckpt["std"].numpy(), 64,
                               torch.device("cpu"))
-        scores = compute_metrics(test.labels, probs.argmax(1), test.speakers, test.classes)
+        scores, _ = classification_metrics(test.labels, probs, test.speakers, test.classes)
         results[name] = {"train_clips_per_second": metrics["train_clips_per_second"],
                          "seconds_per_epoch": round(metrics["train_seconds"] / metrics["epochs_run"], 2),
                          "epochs": metrics["epochs_run"], **({"test_accuracy": scores["accuracy"],
@@ -155,27 +226,27 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
 
 
 def bench_predict(model_path: Path, manifest: pd.DataFrame, scratch: Path) -> dict:
-    from pipeline.models import load_model
-    from pipeline.predict import classify, inference_threads
+    from pipeline.network import load_model_file
+    from pipeline.predict import classify_files, inference_threads
 
-    model, ckpt = load_model(model_path)
+    model, ckpt = load_model_file(model_path)
     torch.set_num_threads(inference_threads(1, 1))
     audio = np.concatenate([load_audio(p, 48000) for p in manifest["audio_path"][:2]])[:5 * 48000]
     clip = scratch / "five_seconds.mp3"
     sf.write(clip, audio, 48000, format="MP3")
-    list(classify([clip], model, ckpt, torch.device("cpu")))  # warm-up
+    list(classify_files([clip], model, ckpt, torch.device("cpu")))  # warm-up
     latencies = []
     for _ in range(30):
         start = time.perf_counter()
-        list(classify([clip], model, ckpt, torch.device("cpu")))
+        list(classify_files([clip], model, ckpt, torch.device("cpu")))
         latencies.append(time.perf_counter() - start)
     files = [Path(p) for p in manifest["audio_path"]]
-    torch.set_num_threads(inference_threads(len(files), resolve_workers(0)))
-    batch = timed(lambda: list(classify(files, model, ckpt, torch.device("cpu"), 64, resolve_workers(0))), 2)
+    torch.set_num_threads(inference_threads(len(files), resolve_count(0)))
+    batch = timed(lambda: list(classify_files(files, model, ckpt, torch.device("cpu"), 64, resolve_count(0))), 2)
     return {"single_5s_clip_ms_median": round(1000 * statistics.median(latencies), 1),
             "single_5s_clip_ms_p90": round(1000 * sorted(latencies)[int(0.9 * len(latencies))], 1),
             "batch_clips_per_second": round(len(files) / batch, 1), "batch_clips": len(files),
-            "model": ckpt["cell"]}
+            "model": ckpt["model"]}
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -183,18 +254,20 @@ def write_report(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# acento benchmarks", "", "Written by `make bench` (`python -m pipeline.bench`).", "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in results["machine"].items()]
-    for section in ("features", "training", "predict"):
+    for section in ("features", "training", "predict", "lazy_read"):
         if section in results:
             lines += ["", f"## {section}", "", "```json", json.dumps(results[section], indent=2), "```"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 training epochs per variant, no accuracy")
     parser.add_argument("--repeat", type=int, default=3, help="feature timings: best of N runs (default: 3)")
-    parser.add_argument("--only", nargs="+", choices=("features", "training", "predict"),
-                        default=["features", "training", "predict"])
+    parser.add_argument("--only", nargs="+", choices=("features", "training", "predict", "lazy"),
+                        default=["features", "training", "predict", "lazy"])
+    parser.add_argument("--lazy-gib", type=float, default=2.0,
+                        help="size of the synthetic cache of the lazy-read benchmark (default: 2 GiB)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for results.md/.json (default: bench)")
     args = parser.parse_args(argv)
     params = load_params()
@@ -203,28 +276,33 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="acento-bench-"))
     try:
         locale = extract_release(SAMPLE, scratch / "raw", "es")
-        manifest, _ = prepare(params, locale)
+        manifest, _ = prepare(params.data, locale)
         if "features" in args.only:
             print("benchmarking features ...", flush=True)
             results["features"] = bench_features(manifest, params, scratch, args.repeat)
         cache = scratch / "cache.h5"
-        build_cache(manifest, params.features, cache, resolve_workers(0))
+        build_cache(manifest, params.features, cache, resolve_count(0))
         if "training" in args.only:
             print("benchmarking training ...", flush=True)
             results["training"] = bench_training(cache, params, scratch, not args.quick)
         if "predict" in args.only:
             print("benchmarking predict ...", flush=True)
-            model = Path("models/model.pt")
+            model = MODEL_FILE
             if not model.exists():
                 from pipeline.train import train
                 model = scratch / "predict-model.pt"
                 train(params, cache, model, scratch / "live")
             results["predict"] = bench_predict(model, manifest, scratch)
+        if "lazy" in args.only:
+            print(f"benchmarking lazy cache reads ({args.lazy_gib:g} GiB) ...", flush=True)
+            results["lazy_read"] = bench_lazy_read(scratch, params.features, args.lazy_gib, 400,
+                                                  params.train.batch_size)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     write_report(results, args.out)
     print(f"results -> {args.out / 'results.md'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

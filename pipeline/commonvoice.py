@@ -65,11 +65,22 @@ def split_accents(field: str, known: Iterable[str] = SPANISH_PRESETS) -> list[st
     return accents
 
 
+def count_lines(path: Path, digest=None) -> tuple[int, str]:
+    """Newlines in a file read in 1 MiB blocks, and the hex digest of its bytes when a hashlib
+    object is given (else "")."""
+    lines = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            if digest is not None:
+                digest.update(block)
+    return lines, digest.hexdigest() if digest is not None else ""
+
+
 def read_tsv(path: Path) -> tuple[pd.DataFrame, int]:
     """Reads one release TSV as strings; returns the frame and the number of malformed lines skipped."""
     try:
-        with open(path, "rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        lines, _ = count_lines(path)
         frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
                             na_filter=False, on_bad_lines="skip", encoding="utf-8")
     except FileNotFoundError:
@@ -92,7 +103,8 @@ def read_durations(locale_dir: Path) -> dict[str, float] | None:
     path = locale_dir / "clip_durations.tsv"
     if not path.exists():
         return None
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype={"clip": str}, on_bad_lines="skip")
+    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype={"clip": str}, keep_default_na=False,
+                        on_bad_lines="skip")
     if list(frame.columns[:2]) != ["clip", "duration[ms]"]:
         raise StageError(f"{path}: expected columns 'clip' and 'duration[ms]', found {', '.join(frame.columns)}")
     ms = pd.to_numeric(frame["duration[ms]"], errors="coerce")

@@ -1,6 +1,6 @@
 """LSTM against GRU in each model preset, as DVC experiments, summarised in one table.
 
-Presets are overrides of the `rnn` section (`pipeline.models.PRESETS`: the original study's basic,
+Presets are overrides of the `rnn` section (`pipeline.network.PRESETS`: the original study's basic,
 deep and advanced models) plus `default`, the configuration in params.yaml.  Every run shares the
 same data, features and seed, so the cell and the preset are the only differences.
 """
@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from pipeline.models import PRESETS
+from pipeline.network import PRESETS
 
 CELLS = ("lstm", "gru")
 RESTORED = ["params.yaml", "dvc.lock", "metrics"]

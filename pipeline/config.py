@@ -1,12 +1,15 @@
 """Typed view of `params.yaml`, validated once at load.
 
 Every stage reads its parameters through `load_params()`, so a typo in `params.yaml` or a
-`dvc exp run -S` override fails before any work starts, with one line naming the key.
+`dvc exp run -S` override fails before any work starts, with one line naming the key.  The
+dataclasses hold no defaults: `params.yaml` is the one place where a value is written down, and a
+missing key is an error rather than a silent fallback to a second, possibly different, value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,98 +25,101 @@ class ConfigError(ValueError):
 
 
 def _check(*, choices: tuple | None = None, min: float | None = None, max: float | None = None,
-           min_exclusive: bool = False) -> dict:
-    return {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+           min_exclusive: bool = False, min_items: int = 0) -> dict:
+    """Field metadata: allowed values, bounds (for a list: of each item) and a list's minimum length."""
+    return {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive, "min_items": min_items}
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    train: float = field(default=0.7, metadata=_check(min=0, max=1, min_exclusive=True))
-    dev: float = field(default=0.15, metadata=_check(min=0, max=1, min_exclusive=True))
-    test: float = field(default=0.15, metadata=_check(min=0, max=1, min_exclusive=True))
+    train: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
+    dev: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
+    test: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str
     classes: dict[str, list[str]]
-    sha256: str = ""
-    token_env: str = ""
-    locale: str = "es"
-    raw_dir: str = "data/raw"
-    tsvs: list[str] = field(default_factory=lambda: ["validated.tsv"])
-    max_down_votes: int = field(default=0, metadata=_check(min=0))
-    min_seconds: float = field(default=1.0, metadata=_check(min=0))
-    max_seconds: float = field(default=15.0, metadata=_check(min=0, min_exclusive=True))
-    max_clips_per_speaker: int = field(default=0, metadata=_check(min=0))
-    max_clips_per_class: int = field(default=0, metadata=_check(min=0))
-    split_by: str = field(default="speaker", metadata=_check(choices=("speaker", "clip")))
-    split: SplitConfig = field(default_factory=SplitConfig)
-    min_speakers: int = field(default=3, metadata=_check(min=1))
+    sha256: str
+    token_env: str
+    locale: str
+    raw_dir: str
+    tsvs: list[str] = field(metadata=_check(min_items=1))
+    max_down_votes: int = field(metadata=_check(min=0))
+    min_seconds: float = field(metadata=_check(min=0))
+    max_seconds: float = field(metadata=_check(min=0, min_exclusive=True))
+    max_clips_per_speaker: int = field(metadata=_check(min=0))
+    max_clips_per_class: int = field(metadata=_check(min=0))
+    split_by: str = field(metadata=_check(choices=("speaker", "clip")))
+    split: SplitConfig
+    min_speakers: int = field(metadata=_check(min=1))
+    seed: int = field(metadata=_check(min=0))
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    sample_rate: int = field(default=16000, metadata=_check(min=1000))
-    n_fft: int = field(default=512, metadata=_check(min=16))
-    win_length: int = field(default=400, metadata=_check(min=16))
-    hop_length: int = field(default=160, metadata=_check(min=1))
-    n_mels: int = field(default=64, metadata=_check(min=1))
-    fmin: float = field(default=20.0, metadata=_check(min=0))
-    fmax: float = field(default=8000.0, metadata=_check(min=0, min_exclusive=True))
-    log: bool = True
-    trim_silence: bool = True
-    trim_top_db: float = field(default=40.0, metadata=_check(min=0, min_exclusive=True))
-    max_seconds: float = field(default=10.0, metadata=_check(min=0, min_exclusive=True))
-    dtype: str = field(default="float16", metadata=_check(choices=("float16", "float32")))
-    workers: int = field(default=0, metadata=_check(min=0))
-    max_failed_fraction: float = field(default=0.05, metadata=_check(min=0, max=1))
+    sample_rate: int = field(metadata=_check(min=1000))
+    n_fft: int = field(metadata=_check(min=16))
+    win_length: int = field(metadata=_check(min=16))
+    hop_length: int = field(metadata=_check(min=1))
+    n_mels: int = field(metadata=_check(min=1))
+    fmin: float = field(metadata=_check(min=0))
+    fmax: float = field(metadata=_check(min=0, min_exclusive=True))
+    log: bool
+    trim_silence: bool
+    trim_top_db: float = field(metadata=_check(min=0, min_exclusive=True))
+    max_seconds: float = field(metadata=_check(min=0, min_exclusive=True))
+    dtype: str = field(metadata=_check(choices=("float16", "float32")))
+    workers: int = field(metadata=_check(min=0))
+    max_failed_fraction: float = field(metadata=_check(min=0, max=1))
 
 
 @dataclass(frozen=True)
 class RNNConfig:
-    hidden_size: int = field(default=128, metadata=_check(min=1))
-    num_layers: int = field(default=2, metadata=_check(min=1))
-    bidirectional: bool = True
-    dropout: float = field(default=0.2, metadata=_check(min=0, max=1))
-    pooling: str = field(default="attention", metadata=_check(choices=("last", "mean", "attention")))
-    frontend: str = field(default="conv", metadata=_check(choices=("none", "conv")))
-    frontend_channels: int = field(default=128, metadata=_check(min=1))
-    frontend_stride: int = field(default=4, metadata=_check(choices=(1, 2, 4, 8)))
-    head_hidden: list[int] = field(default_factory=list)
-    head_dropout: float = field(default=0.0, metadata=_check(min=0, max=1))
+    hidden_size: int = field(metadata=_check(min=1))
+    num_layers: int = field(metadata=_check(min=1))
+    bidirectional: bool
+    dropout: float = field(metadata=_check(min=0, max=1))
+    pooling: str = field(metadata=_check(choices=("last", "mean", "attention")))
+    frontend: str = field(metadata=_check(choices=("none", "conv")))
+    frontend_channels: int = field(metadata=_check(min=1))
+    frontend_stride: int = field(metadata=_check(choices=(1, 2, 4, 8)))
+    head_hidden: list[int] = field(metadata=_check(min=1))
+    head_dropout: float = field(metadata=_check(min=0, max=1))
 
 
 @dataclass(frozen=True)
 class SpecAugmentConfig:
-    freq_masks: int = field(default=0, metadata=_check(min=0))
-    freq_width: int = field(default=8, metadata=_check(min=0))
-    time_masks: int = field(default=0, metadata=_check(min=0))
-    time_width: int = field(default=20, metadata=_check(min=0))
+    freq_masks: int = field(metadata=_check(min=0))
+    freq_width: int = field(metadata=_check(min=0))
+    time_masks: int = field(metadata=_check(min=0))
+    time_width: int = field(metadata=_check(min=0))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 42
-    epochs: int = field(default=30, metadata=_check(min=1))
-    batch_size: int = field(default=16, metadata=_check(min=1))
-    bucketing: bool = True
-    lr: float = field(default=1e-3, metadata=_check(min=0, min_exclusive=True))
-    weight_decay: float = field(default=0.0, metadata=_check(min=0))
-    lr_factor: float = field(default=0.5, metadata=_check(min=0, max=1, min_exclusive=True))
-    lr_patience: int = field(default=2, metadata=_check(min=0))
-    early_stopping_patience: int = field(default=6, metadata=_check(min=1))
-    grad_clip: float = field(default=5.0, metadata=_check(min=0))
-    class_weights: bool = True
-    label_smoothing: float = field(default=0.0, metadata=_check(min=0, max=1))
-    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    num_threads: int = field(default=0, metadata=_check(min=0))
-    device: str = field(default="auto", metadata=_check(choices=("auto", "cpu", "cuda")))
+    seed: int = field(metadata=_check(min=0))
+    epochs: int = field(metadata=_check(min=1))
+    batch_size: int = field(metadata=_check(min=1))
+    bucketing: bool
+    lr: float = field(metadata=_check(min=0, min_exclusive=True))
+    weight_decay: float = field(metadata=_check(min=0))
+    lr_factor: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
+    lr_patience: int = field(metadata=_check(min=0))
+    early_stopping_patience: int = field(metadata=_check(min=1))
+    grad_clip: float = field(metadata=_check(min=0))
+    class_weights: bool
+    label_smoothing: float = field(metadata=_check(min=0, max=1))
+    specaugment: SpecAugmentConfig
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    batch_size: int = field(default=64, metadata=_check(min=1))
+class RuntimeConfig:
+    """Where and how fast the network runs; shared by train, evaluate and bench."""
+    device: str = field(metadata=_check(choices=("auto", "cpu", "cuda")))
+    num_threads: int = field(metadata=_check(min=0))
+    inference_batch_size: int = field(metadata=_check(min=1))
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ class Params:
     features: FeaturesConfig
     rnn: RNNConfig
     train: TrainConfig
-    evaluate: EvaluateConfig
+    runtime: RuntimeConfig
 
 
 def _type_name(tp: Any) -> str:
@@ -157,6 +163,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def _validate_range(value: Any, meta: dict, key: str) -> None:
+    if isinstance(value, list):
+        if len(value) < meta.get("min_items", 0):
+            raise ConfigError(f"params.yaml: '{key}' must list at least {meta['min_items']} item(s)")
+        for i, item in enumerate(value):
+            _validate_range(item, {**meta, "min_items": 0}, f"{key}[{i}]")
+        return
     choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
     if choices is not None and value not in choices:
         raise ConfigError(f"params.yaml: '{key}' is {value!r}; allowed: {', '.join(map(str, choices))}")
@@ -179,9 +191,8 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     for name, f in known.items():
         key = prefix + name
         if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"params.yaml: missing required key '{key}'")
-            continue
+            raise ConfigError(f"params.yaml: missing key '{key}'; every key is required (see the "
+                              "project's params.yaml for its meaning and usual value)")
         values[name] = _convert(raw[name], hints[name], key)
         _validate_range(values[name], f.metadata, key)
     return cls(**values)
@@ -196,6 +207,9 @@ def _cross_check(p: Params) -> None:
         raise ConfigError("params.yaml: 'data.classes' must map at least two class names to lists of accents")
     seen: dict[str, str] = {}
     for cls, accents in p.data.classes.items():
+        if not cls.strip():
+            raise ConfigError("params.yaml: a class in 'data.classes' has an empty name (YAML reads a bare "
+                              "`null:` or `~:` key as no name); quote it or rename it")
         if not accents:
             raise ConfigError(f"params.yaml: 'data.classes.{cls}' lists no accents")
         for accent in accents:
@@ -234,6 +248,8 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(raw)
 
 
-def as_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj)
+def stored_features_config(stored: str | dict) -> FeaturesConfig:
+    """The feature parameters stored (as JSON or a dict) in the cache or a model file."""
+    values = json.loads(stored) if isinstance(stored, str) else stored
+    return FeaturesConfig(**values)
 

@@ -1,4 +1,4 @@
-"""Reading the HDF5 feature cache into length-bucketed, normalised, padded batches.
+"""From a split of the feature cache to length-bucketed, normalised, padded batches.
 
 Bucketing matters for recurrent models: a batch costs as many RNN steps as its longest clip, so
 clips of similar length are batched together and padding (which packed sequences then skip) stays
@@ -7,19 +7,19 @@ small.  Normalisation uses the per-mel statistics of the training split stored i
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TypeVar
 
-import h5py
 import numpy as np
 import torch
 
-from pipeline.config import FeaturesConfig, SpecAugmentConfig
-from pipeline.audio import features_config
+from pipeline.cache import SplitData
+from pipeline.config import SpecAugmentConfig
 
-IN_MEMORY_BYTES = 4 << 30  # a split smaller than this is read into memory once
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,36 +28,6 @@ class Batch:
     lengths: torch.Tensor   # [batch] int64, on the CPU as pack_padded_sequence wants
     labels: torch.Tensor    # [batch] int64
     index: np.ndarray       # positions of these clips in the split
-
-
-class SplitData:
-    """One split of the cache: frames as one array (or a lazily read HDF5 dataset) plus clip tables."""
-
-    def __init__(self, path: str | Path, split: str):
-        self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: not found; run the features stage first (dvc repro features)") from None
-        group = self._file[split]
-        frames = group["frames"]
-        self.frames = frames[()] if frames.size * frames.dtype.itemsize <= IN_MEMORY_BYTES else frames
-        self.offsets = group["offsets"][()]
-        self.lengths = group["lengths"][()].astype(np.int64)
-        self.labels = group["labels"][()].astype(np.int64)
-        self.speakers = group["speakers"].asstr()[()]
-        self.clips = group["clips"].asstr()[()]
-        self.classes: list[str] = json.loads(self._file.attrs["classes"])
-        self.feature_config: FeaturesConfig = features_config(self._file.attrs["features"])
-        self.mean = np.asarray(self._file.attrs["mean"], np.float32)
-        self.std = np.asarray(self._file.attrs["std"], np.float32)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def clip(self, i: int) -> np.ndarray:
-        start = self.offsets[i]
-        return np.asarray(self.frames[start:start + self.lengths[i]], dtype=np.float32)
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -104,10 +74,52 @@ def collate(clips: list[np.ndarray], labels: np.ndarray, index: np.ndarray, mean
 
 def iterate(data: SplitData, batches: list[np.ndarray], augment: SpecAugmentConfig | None = None,
             rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """The batches of `data` given by `batches` (clip positions), normalised, padded, augmented if asked."""
     for index in batches:
-        clips = [data.clip(i) for i in index]
+        clips = data.clips_at(index)
         batch = collate(clips, data.labels[index], index, data.mean, data.std)
         if augment is not None and rng is not None and (augment.freq_masks or augment.time_masks):
             for row, length in enumerate(batch.lengths.tolist()):
                 spec_augment(batch.features[row, :length].numpy(), augment, rng)
         yield batch
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yields `items` in order while a background thread produces up to `depth` of them ahead.
+
+    Reading a batch from a lazily read cache and collating it happen off the training thread, so
+    the accelerator does not wait for the disk.  One producer thread keeps the order (and the seeded
+    augmentation) exactly as without prefetching; an exception in the producer is raised here.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put((item, None))
+            buffer.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put((done, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                buffer.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import shutil
+import sys
 import tarfile
 import time
 import urllib.error
@@ -23,10 +24,11 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from pipeline.commonvoice import count_lines
 from pipeline.config import Params
+from pipeline.paths import RELEASE_MANIFEST
 from pipeline.stage import StageError, run_stage, write_json
 
-MANIFEST = Path("data/release.json")
 MARKER = ".acento-extracted.json"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CHUNK = 1 << 20
@@ -230,13 +232,8 @@ def describe_release(locale_dir: Path) -> dict:
     """What later stages need, and what should make them rerun when it changes."""
     tsvs = {}
     for tsv in sorted(locale_dir.glob("*.tsv")):
-        digest = hashlib.md5()
-        rows = 0
-        with open(tsv, "rb") as fh:
-            for block in iter(lambda: fh.read(CHUNK), b""):
-                digest.update(block)
-                rows += block.count(b"\n")
-        tsvs[tsv.name] = {"rows": max(rows - 1, 0), "md5": digest.hexdigest()}
+        lines, md5 = count_lines(tsv, hashlib.md5())
+        tsvs[tsv.name] = {"rows": max(lines - 1, 0), "md5": md5}
     with os.scandir(locale_dir / "clips") as it:
         clips = sum(1 for entry in it if entry.is_file())
     try:
@@ -247,7 +244,7 @@ def describe_release(locale_dir: Path) -> dict:
             "clips": clips, "tsvs": tsvs}
 
 
-def main(params: Params, args: argparse.Namespace) -> None:
+def run(params: Params, args: argparse.Namespace) -> None:
     locale_dir = resolve_source(params)
     manifest = describe_release(locale_dir)
     write_json(args.out, manifest)
@@ -256,8 +253,13 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=MANIFEST, help=f"manifest to write (default: {MANIFEST})")
+    parser.add_argument("--out", type=Path, default=RELEASE_MANIFEST,
+                        help=f"manifest to write (default: {RELEASE_MANIFEST})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(__doc__, run, _arguments, argv)
 
 
 if __name__ == "__main__":
-    run_stage(__doc__.splitlines()[0], main, _arguments)
+    sys.exit(main())

@@ -10,14 +10,6 @@ import torch
 from pipeline.data import collate, sequential_batches
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
-
-
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, get_clip: Callable[[int], np.ndarray], lengths: np.ndarray,
                   mean: np.ndarray, std: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:

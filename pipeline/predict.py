@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio import AudioError
-from pipeline.audio import features_config
-from pipeline.features import extract_all
-from pipeline.inference import predict_proba, select_device
-from pipeline.models import ModelFileError, load_model
+from pipeline.audio import AudioError, extract_all
+from pipeline.config import stored_features_config
+from pipeline.inference import predict_proba
+from pipeline.network import ModelFileError, load_model_file
+from pipeline.paths import MODEL_FILE
+from pipeline.runtime import available_cores, resolve_count, select_device
 from pipeline.stage import StageError
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
@@ -42,19 +42,19 @@ def collect(inputs: list[str]) -> list[Path]:
     return files
 
 
-def classify(files: list[Path], model: torch.nn.Module, ckpt: dict, device: torch.device,
-             batch_size: int = 64, workers: int = 1) -> Iterator[dict]:
+def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, device: torch.device,
+                   batch_size: int = 64, workers: int = 1) -> Iterator[dict]:
     """One result per file, in order: {"file", "label", "probs"} or {"file", "error"}.
 
     Worker processes decode ahead while this process runs the model on the clips already decoded,
     a few batches at a time (sorted by length inside, so batches carry little padding).
     """
-    cfg = features_config(ckpt["features"])
+    cfg = stored_features_config(ckpt["features"])
     mean, std, classes = ckpt["mean"].numpy(), ckpt["std"].numpy(), ckpt["classes"]
 
     def flush(chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[dict]:
         clips = [r for _, r in chunk if not isinstance(r, AudioError)]
-        probs = iter(predict_proba(model, clips.__getitem__, np.array([len(c) for c in clips]), mean, std,
+        probs = iter(predict_proba(network, clips.__getitem__, np.array([len(c) for c in clips]), mean, std,
                                    batch_size, device)) if clips else iter(())
         for path, result in chunk:
             if isinstance(result, AudioError):
@@ -65,7 +65,8 @@ def classify(files: list[Path], model: torch.nn.Module, ckpt: dict, device: torc
                        "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
 
     chunk: list[tuple[Path, np.ndarray | AudioError]] = []
-    results = extract_all([str(f) for f in files], cfg, workers if len(files) > 8 else 1)
+    results = extract_all([str(f) for f in files], cfg, workers if len(files) > 8 else 1,
+                          one_worker_hint="--workers 1")
     for path, result in zip(files, results):
         chunk.append((path, result))
         if len(chunk) == CHUNK_BATCHES * batch_size:
@@ -77,7 +78,7 @@ def classify(files: list[Path], model: torch.nn.Module, ckpt: dict, device: torc
 def inference_threads(n_files: int, workers: int) -> int:
     """Torch threads that leave the decoding processes their cores (oversubscribed OpenMP threads
     spin: measured 40 ms -> 3.8 s per clip with two threads on two busy cores)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     return max(1, cores - workers) if n_files > 8 and workers > 1 else cores
 
 
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="audio files or folders of them")
-    parser.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
+    parser.add_argument("--model-file", "--model", dest="model_file", default=MODEL_FILE,
+                        help=f"trained model file (default: {MODEL_FILE})")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--top", type=int, default=0, metavar="K",
                         help="show the K most likely classes (default: all); JSON keeps all probabilities")
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.top < 0 or args.batch_size < 1 or args.workers < 0:
         parser.error("--top must be >= 0, --batch-size >= 1 and --workers >= 0")
     try:
-        device = select_device(args.device)
-        model, ckpt = load_model(args.model, device)
+        device = select_device(args.device, "--device")
+        network, ckpt = load_model_file(args.model_file, device)
     except (ModelFileError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {', '.join(args.inputs)}",
               file=sys.stderr)
         return 2
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = resolve_count(args.workers)
     if device.type == "cpu":
         torch.set_num_threads(inference_threads(len(files), workers))
     top = args.top or len(ckpt["classes"])
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print("file\tlabel\tprobabilities")
     try:
-        for result in classify(files, model, ckpt, device, args.batch_size, workers):
+        for result in classify_files(files, network, ckpt, device, args.batch_size, workers):
             failed += "error" in result
             print(json.dumps(result, ensure_ascii=False) if args.json else format_row(result, top), flush=True)
     except StageError as exc:

@@ -20,20 +20,17 @@ import soundfile as sf
 
 from pipeline.commonvoice import SPANISH_PRESETS, read_durations, read_tsv, split_accents
 from pipeline.config import DataConfig, Params
-from pipeline.download import MANIFEST as RELEASE_MANIFEST
-from pipeline.stage import StageError, atomic_path, run_stage, write_json
+from pipeline.manifest import COLUMNS, SPLITS, write_manifest
+from pipeline.paths import CLIP_MANIFEST, DATA_METRICS, RELEASE_MANIFEST
+from pipeline.stage import StageError, run_stage, write_json
 
-MANIFEST = Path("data/prepared/manifest.tsv")
-METRICS = Path("metrics/data.json")
-SPLITS = ("train", "dev", "test")
 DROP_REASONS = ("malformed_row", "duplicate_clip", "down_voted", "no_accent", "unmapped_accent",
                 "ambiguous_accent", "missing_file", "unknown_duration", "too_short", "too_long",
                 "speaker_cap", "class_cap", "too_few_speakers")
-COLUMNS = ["clip", "audio_path", "speaker", "accents", "label", "split", "duration"]
 
 
-def classify(accents: list[str], accent_to_class: dict[str, str]) -> tuple[str | None, str | None]:
-    """(class, None) for a usable row, else (None, drop reason)."""
+def accent_class(accents: list[str], accent_to_class: dict[str, str]) -> tuple[str | None, str | None]:
+    """(class, None) for a row whose accents map to one class, else (None, drop reason)."""
     if not accents:
         return None, "no_accent"
     classes = {accent_to_class[a] for a in accents if a in accent_to_class}
@@ -50,6 +47,8 @@ def _seeded_order(keys: pd.Series, seed: int, salt: str) -> pd.Series:
 
 
 def cap_per_group(frame: pd.DataFrame, group: str, cap: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """At most `cap` rows per value of `group` (a seeded, order-independent choice); 0 = no cap.
+    Returns the kept rows and how many were dropped."""
     if cap <= 0:
         return frame, 0
     order = frame.assign(_rank=_seeded_order(frame["clip"], seed, group)).sort_values([group, "_rank"])
@@ -57,15 +56,16 @@ def cap_per_group(frame: pd.DataFrame, group: str, cap: int, seed: int) -> tuple
     return frame.loc[frame.index.isin(kept.index)], len(frame) - len(kept)
 
 
-def split_speakers(frame: pd.DataFrame, data: DataConfig, seed: int) -> dict[str, str]:
-    """Assigns each speaker to one split, per class, so each split gets its share of clips.
+def split_speakers(frame: pd.DataFrame, data: DataConfig) -> dict[str, str]:
+    """Assigns each speaker (`frame.speaker`) to one split, per class, so each split gets its share
+    of the class's clips (`data.split` fractions); returns {speaker: split}.
 
     Speakers go largest first (ties in seeded random order) to the split furthest below its
     target, so a prolific speaker lands in train and dev/test still get several speakers.
     """
     fractions = {"train": data.split.train, "dev": data.split.dev, "test": data.split.test}
     counts = frame.groupby("speaker").agg(n=("clip", "size"), label=("label", lambda s: s.mode().iloc[0]))
-    rng = random.Random(seed)
+    rng = random.Random(data.seed)
     assignment: dict[str, str] = {}
     for label in sorted(counts["label"].unique()):
         speakers = counts[counts["label"] == label]
@@ -89,9 +89,9 @@ def split_speakers(frame: pd.DataFrame, data: DataConfig, seed: int) -> dict[str
     return assignment
 
 
-def split_clips(frame: pd.DataFrame, data: DataConfig, seed: int) -> pd.Series:
+def split_clips(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
     """The original study's random clip split (speakers leak across splits): for comparison only."""
-    rank = _seeded_order(frame["clip"], seed, "clip-split")
+    rank = _seeded_order(frame["clip"], data.seed, "clip-split")
     pos = rank.groupby(frame["label"].values).rank(method="first").values - 1
     size = frame.groupby("label")["clip"].transform("size").values
     cut_train, cut_dev = data.split.train * size, (data.split.train + data.split.dev) * size
@@ -99,11 +99,10 @@ def split_clips(frame: pd.DataFrame, data: DataConfig, seed: int) -> pd.Series:
                       zip(pos, cut_train, cut_dev)], index=frame.index)
 
 
-def prepare(params: Params, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
-    data, seed = params.data, params.train.seed
-    dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
+def read_rows(locale_dir: Path, tsvs: list[str], dropped: Counter[str]) -> pd.DataFrame:
+    """The listed TSVs' rows as text; a clip listed twice is kept once (its first row)."""
     frames = []
-    for name in data.tsvs:
+    for name in tsvs:
         frame, malformed = read_tsv(locale_dir / name)
         dropped["malformed_row"] += malformed
         frames.append(frame)
@@ -111,88 +110,115 @@ def prepare(params: Params, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
     before = len(rows)
     rows = rows.drop_duplicates(subset="path", keep="first")
     dropped["duplicate_clip"] += before - len(rows)
+    return rows
 
+
+def drop_down_voted(rows: pd.DataFrame, max_down_votes: int, dropped: Counter[str]) -> pd.DataFrame:
     down = pd.to_numeric(rows["down_votes"], errors="coerce").fillna(0)
-    dropped["down_voted"] += int((down > data.max_down_votes).sum())
-    rows = rows[down <= data.max_down_votes]
+    dropped["down_voted"] += int((down > max_down_votes).sum())
+    return rows[down <= max_down_votes]
 
-    accent_to_class = {a: cls for cls, accents in data.classes.items() for a in accents}
+
+def label_rows(rows: pd.DataFrame, classes: dict[str, list[str]], dropped: Counter[str]) -> pd.DataFrame:
+    """Parses `accents` (presets with commas matched whole) and keeps rows that map to exactly one class."""
+    accent_to_class = {a: cls for cls, accents in classes.items() for a in accents}
     known = set(SPANISH_PRESETS) | set(accent_to_class)
     parsed = [split_accents(a, known) for a in rows["accents"]]
-    outcome = [classify(a, accent_to_class) for a in parsed]
+    outcome = [accent_class(a, accent_to_class) for a in parsed]
     rows = rows.assign(accents=["|".join(a) for a in parsed], label=[c for c, _ in outcome])
     dropped.update(r for _, r in outcome if r)
-    rows = rows[rows["label"].notna()]
+    return rows[rows["label"].notna()]
 
-    clips_dir = locale_dir / "clips"
+
+def drop_missing_files(rows: pd.DataFrame, clips_dir: Path, dropped: Counter[str]) -> pd.DataFrame:
     with os.scandir(clips_dir) as it:
         present = {e.name for e in it}
     exists = rows["path"].isin(present)
     dropped["missing_file"] += int((~exists).sum())
-    rows = rows[exists]
+    return rows[exists]
 
+
+def clip_seconds(locale_dir: Path, clips: pd.Series) -> pd.Series:
+    """Duration of each clip in seconds (NaN where unknown), from clip_durations.tsv when the release
+    has it, else from each file's header (releases before 16.1: slow, but only once)."""
     durations = read_durations(locale_dir)
-    if durations is None:  # releases before 16.1: read each header (slow, but only once)
+    if durations is None:
         durations = {}
-        for clip in rows["path"]:
+        for clip in clips:
             try:
-                info = sf.info(str(clips_dir / clip))
+                info = sf.info(str(locale_dir / "clips" / clip))
                 durations[clip] = info.frames / info.samplerate
             except (sf.LibsndfileError, RuntimeError):
                 pass
-    seconds = rows["path"].map(durations)
+    return clips.map(durations)
+
+
+def filter_durations(rows: pd.DataFrame, seconds: pd.Series, data: DataConfig, dropped: Counter[str]) -> pd.DataFrame:
     dropped["unknown_duration"] += int(seconds.isna().sum())
     dropped["too_short"] += int((seconds < data.min_seconds).sum())
     dropped["too_long"] += int((seconds > data.max_seconds).sum())
-    rows = rows.assign(duration=seconds)[seconds.between(data.min_seconds, data.max_seconds)]
+    return rows.assign(duration=seconds)[seconds.between(data.min_seconds, data.max_seconds)]
 
-    rows = rows.rename(columns={"path": "clip", "client_id": "speaker"})
-    rows, n = cap_per_group(rows, "speaker", data.max_clips_per_speaker, seed)
-    dropped["speaker_cap"] += n
-    rows, n = cap_per_group(rows, "label", data.max_clips_per_class, seed)
-    dropped["class_cap"] += n
 
+def drop_small_classes(rows: pd.DataFrame, min_speakers: int, dropped: Counter[str]) -> pd.DataFrame:
     speakers_per_class = rows.groupby("label")["speaker"].nunique()
-    too_few = speakers_per_class[speakers_per_class < data.min_speakers]
+    too_few = speakers_per_class[speakers_per_class < min_speakers]
     for label, n_spk in too_few.items():
         print(f"warning: class {label!r} has {n_spk} speaker(s), fewer than data.min_speakers="
-              f"{data.min_speakers}: dropped", file=sys.stderr)
+              f"{min_speakers}: dropped", file=sys.stderr)
     dropped["too_few_speakers"] += int(rows["label"].isin(too_few.index).sum())
-    rows = rows[~rows["label"].isin(too_few.index)]
-    if rows["label"].nunique() < 2:
-        raise StageError(f"{locale_dir}: fewer than two classes left after filtering (dropped: "
-                         f"{dict((k, v) for k, v in dropped.items() if v)}); check data.classes and data.tsvs")
+    return rows[~rows["label"].isin(too_few.index)]
 
-    if data.split_by == "speaker":
-        rows = rows.assign(split=rows["speaker"].map(split_speakers(rows, data, seed)))
-    else:
-        rows = rows.assign(split=split_clips(rows, data, seed))
-    rows = rows.assign(audio_path=[str(clips_dir / c) for c in rows["clip"]])
-    rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
 
+def split_metrics(rows: pd.DataFrame, dropped: Counter[str]) -> dict:
     for label in sorted(rows["label"].unique()):
         missing = [s for s in SPLITS if not ((rows["label"] == label) & (rows["split"] == s)).any()]
         if missing:
             print(f"warning: class {label!r} has too few speakers to appear in {', '.join(missing)}",
                   file=sys.stderr)
-    metrics = {
+    return {
         "clips": {s: {c: int(n) for c, n in rows[rows["split"] == s]["label"].value_counts().sort_index().items()}
                   for s in SPLITS},
         "speakers": {s: {c: int(n) for c, n in rows[rows["split"] == s].groupby("label")["speaker"].nunique().items()}
                      for s in SPLITS},
         "dropped": dict(dropped),
     }
-    return rows, metrics
 
 
-def main(params: Params, args: argparse.Namespace) -> None:
+def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """The clip manifest of the release at `locale_dir`, and the stage metrics.
+
+    Each step drops rows and counts them by reason (DROP_REASONS), so no row is lost unexplained.
+    Returns a frame with manifest.COLUMNS (duration in seconds, split in SPLITS) and
+    {"clips": {split: {class: n}}, "speakers": {split: {class: n}}, "dropped": {reason: n}}.
+    """
+    dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
+    rows = read_rows(locale_dir, data.tsvs, dropped)
+    rows = drop_down_voted(rows, data.max_down_votes, dropped)
+    rows = label_rows(rows, data.classes, dropped)
+    clips_dir = locale_dir / "clips"
+    rows = drop_missing_files(rows, clips_dir, dropped)
+    rows = filter_durations(rows, clip_seconds(locale_dir, rows["path"]), data, dropped)
+    rows = rows.rename(columns={"path": "clip", "client_id": "speaker"})
+    rows, dropped["speaker_cap"] = cap_per_group(rows, "speaker", data.max_clips_per_speaker, data.seed)
+    rows, dropped["class_cap"] = cap_per_group(rows, "label", data.max_clips_per_class, data.seed)
+    rows = drop_small_classes(rows, data.min_speakers, dropped)
+    if rows["label"].nunique() < 2:
+        raise StageError(f"{locale_dir}: fewer than two classes left after filtering (dropped: "
+                         f"{dict((k, v) for k, v in dropped.items() if v)}); check data.classes and data.tsvs")
+    split = rows["speaker"].map(split_speakers(rows, data)) if data.split_by == "speaker" else split_clips(rows, data)
+    rows = rows.assign(split=split, audio_path=[str(clips_dir / c) for c in rows["clip"]])
+    rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
+    return rows, split_metrics(rows, dropped)
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
     try:
         release = json.loads(Path(args.release).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StageError(f"{args.release}: not found; run the download stage first (dvc repro download)") from None
-    rows, metrics = prepare(params, Path(release["root"]))
-    with atomic_path(args.out) as tmp:
-        rows.to_csv(tmp, sep="\t", index=False)
+    rows, metrics = prepare(params.data, Path(release["root"]))
+    write_manifest(rows, args.out)
     write_json(args.metrics, metrics)
     totals = {s: sum(metrics["clips"][s].values()) for s in SPLITS}
     print(f"kept {len(rows)} clips ({', '.join(f'{s} {n}' for s, n in totals.items())}) of "
@@ -201,10 +227,15 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--release", default=RELEASE_MANIFEST, help="manifest of the download stage")
-    parser.add_argument("--out", default=MANIFEST, help=f"clip manifest to write (default: {MANIFEST})")
-    parser.add_argument("--metrics", default=METRICS, help=f"metrics to write (default: {METRICS})")
+    parser.add_argument("--release", default=RELEASE_MANIFEST,
+                        help=f"manifest of the download stage (default: {RELEASE_MANIFEST})")
+    parser.add_argument("--out", default=CLIP_MANIFEST, help=f"clip manifest to write (default: {CLIP_MANIFEST})")
+    parser.add_argument("--metrics", default=DATA_METRICS, help=f"metrics to write (default: {DATA_METRICS})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(__doc__, run, _arguments, argv)
 
 
 if __name__ == "__main__":
-    run_stage(__doc__.splitlines()[0], main, _arguments)
+    sys.exit(main())

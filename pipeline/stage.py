@@ -16,11 +16,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from pipeline.config import ConfigError, Params, load_params
 
 
 class StageError(RuntimeError):
     """A failure the user can fix; its message is one line saying what and how."""
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
+    """A tqdm progress bar on a terminal, and none when stderr is a file or pipe (`dvc repro` in CI
+    or into a log), where carriage-return updates would fill the log; stages print their own summary
+    lines for those."""
+    return tqdm(iterable, disable=None, **kwargs)
 
 
 @contextlib.contextmanager
@@ -43,20 +52,26 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def run_stage(description: str, main: Callable[[Params, argparse.Namespace], None],
+def run_stage(doc: str, run: Callable[[Params, argparse.Namespace], None],
               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-              argv: list[str] | None = None) -> None:
-    """Parses `--params`, loads them once, and turns expected failures into one-line errors."""
-    parser = argparse.ArgumentParser(description=description)
+              argv: list[str] | None = None) -> int:
+    """A stage's command line: parses `--params` and the stage's options, loads the parameters once,
+    runs the stage, and turns expected failures into one line on stderr; returns the exit status.
+
+    Every stage module's `main(argv) -> int` is this call, as every tool's `main(argv) -> int` is
+    its own argument parsing, so any module runs the same way: `sys.exit(main())`.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        main(load_params(args.params), args)
+        run(load_params(args.params), args)
     except (ConfigError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: no partial output was left at the output paths", file=sys.stderr)
-        sys.exit(130)
+        return 130
+    return 0

@@ -3,6 +3,10 @@
 Model selection uses the dev split only (best dev macro-F1, early stopping, LR schedule on dev
 loss); the test split is touched once, by `evaluate`.  The original study chose epochs on its test
 set, which makes its test accuracy optimistic.
+
+The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
+`validate` on dev, `EarlyStopping.update`; at the end the best weights are written with
+everything inference needs (`network.checkpoint`).
 """
 
 from __future__ import annotations
@@ -10,27 +14,25 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 import random
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvclive import Live
-from sklearn.metrics import accuracy_score, f1_score
-from tqdm import tqdm
 
+from pipeline.cache import SplitData
 from pipeline.config import Params
-from pipeline.data import SplitData, bucketed_batches, iterate
-from pipeline.features import CACHE
-from pipeline.inference import predict_proba, select_device
-from pipeline.models import AccentClassifier, checkpoint, count_parameters
-from pipeline.stage import StageError, atomic_path, run_stage, write_json
-
-MODEL = Path("models/model.pt")
-METRICS = Path("metrics/train.json")
-LIVE_DIR = Path("metrics/training")
+from pipeline.data import bucketed_batches, iterate, prefetch
+from pipeline.inference import predict_proba
+from pipeline.metrics import macro_f1
+from pipeline.network import AccentClassifier, checkpoint, count_parameters
+from pipeline.paths import FEATURE_CACHE, MODEL_FILE, TRAIN_METRICS, TRAINING_CURVES
+from pipeline.runtime import configure_torch, select_device
+from pipeline.stage import StageError, atomic_path, progress, run_stage, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -40,114 +42,161 @@ def seed_everything(seed: int) -> None:
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse class frequency, scaled so a balanced set gets weight 1 everywhere."""
+    """Inverse class frequency, scaled so a balanced set gets weight 1 everywhere; [n_classes] on the CPU."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def evaluate_split(model: torch.nn.Module, data: SplitData, loss_fn: torch.nn.Module, batch_size: int,
-                   device: torch.device) -> dict:
+def validate(model: torch.nn.Module, data: SplitData, batch_size: int, device: torch.device,
+             class_weight: torch.Tensor | None) -> dict:
+    """Dev loss (class-weighted like the training loss), accuracy and macro-F1 of `data`.
+
+    The probabilities come back to the CPU, so the loss is computed there, with the class weights
+    brought to the CPU too: nothing from the training device is mixed in (a CUDA weight with CPU
+    log-probabilities crashed the first dev evaluation on GPUs).
+    """
     probs = predict_proba(model, data.clip, data.lengths, data.mean, data.std, batch_size, device)
     log_probs = torch.log(torch.from_numpy(probs).clamp_min(1e-12))
-    loss = torch.nn.functional.nll_loss(log_probs, torch.from_numpy(data.labels),
-                                        weight=getattr(loss_fn, "weight", None)).item()
+    weight = None if class_weight is None else class_weight.to(log_probs.device)
+    loss = torch.nn.functional.nll_loss(log_probs, torch.from_numpy(data.labels), weight=weight).item()
     pred = probs.argmax(1)
-    return {"loss": loss, "accuracy": accuracy_score(data.labels, pred),
-            "macro_f1": f1_score(data.labels, pred, average="macro", zero_division=0)}
+    return {"loss": loss, "accuracy": float((pred == data.labels).mean()), "macro_f1": macro_f1(data.labels, pred)}
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the best dev result and its weights; says when `patience` epochs brought nothing better."""
+    patience: int
+    best: dict = field(default_factory=lambda: {"macro_f1": -1.0})
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stale: int = 0
+
+    def update(self, epoch: int, dev: dict, model: torch.nn.Module) -> bool:
+        """Records epoch `epoch`'s dev scores; returns whether they are the best so far."""
+        if dev["macro_f1"] > self.best["macro_f1"]:
+            self.best, self.best_epoch, self.stale = dev, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stale >= self.patience
+
+
+class Trainer:
+    """The model, its optimiser and schedule, and the data of one training run."""
+
+    def __init__(self, params: Params, cache: Path):
+        cfg = self.cfg = params.train
+        seed_everything(cfg.seed)
+        self.device = select_device(params.runtime.device)
+        configure_torch(self.device, params.runtime.num_threads, deterministic=True)
+        self.train_data, self.dev_data = SplitData(cache, "train"), SplitData(cache, "dev")
+        if len(self.dev_data) == 0:
+            raise StageError("the dev split is empty; give data.split.dev a larger share or add speakers")
+        n_classes = len(self.train_data.classes)
+        self.model = AccentClassifier(self.train_data.feature_config.n_mels, n_classes, params.model,
+                                      params.rnn).to(self.device)
+        self.class_weight = class_weights(self.train_data.labels, n_classes) if cfg.class_weights else None
+        self.loss_fn = torch.nn.CrossEntropyLoss(
+            weight=None if self.class_weight is None else self.class_weight.to(self.device),
+            label_smoothing=cfg.label_smoothing)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=cfg.lr_factor,
+                                                                    patience=cfg.lr_patience)
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.inference_batch_size = params.runtime.inference_batch_size
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        """One pass over the training split in shuffled, length-bucketed batches; mean loss and accuracy."""
+        cfg, model, device = self.cfg, self.model, self.device
+        model.train()
+        batches = bucketed_batches(self.train_data.lengths, cfg.batch_size, self.rng, cfg.bucketing)
+        total_loss, correct = 0.0, 0
+        # The next batches are read (and augmented) in a background thread while this one trains.
+        bar = progress(prefetch(iterate(self.train_data, batches, cfg.specaugment, self.rng)), total=len(batches),
+                   desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+        for batch in bar:
+            x, y = batch.features.to(device, non_blocking=True), batch.labels.to(device)
+            with torch.autocast(device.type, enabled=self.amp):
+                logits = model(x, batch.lengths)
+                loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        n = len(self.train_data)
+        return {"loss": total_loss / n, "accuracy": correct / n}
+
+    def validate(self) -> dict:
+        return validate(self.model, self.dev_data, self.inference_batch_size, self.device, self.class_weight)
+
+
+def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improved: bool) -> None:
+    """One dvclive step and one printed line per epoch (the line, unlike a progress bar, suits logs)."""
+    row = {"train/loss": train["loss"], "train/accuracy": train["accuracy"], "dev/loss": dev["loss"],
+           "dev/accuracy": dev["accuracy"], "dev/macro_f1": dev["macro_f1"], "lr": lr}
+    for key, value in row.items():
+        live.log_metric(key, value)
+    live.next_step()
+    print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} acc {train['accuracy']:.3f}  "
+          f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.3f} macro-F1 {dev['macro_f1']:.3f}  "
+          f"lr {lr:.2g}{'  *' if improved else ''}", flush=True)
 
 
 def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
-    cfg = params.train
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
-        torch.use_deterministic_algorithms(True)
-    try:
-        train_data, dev_data = SplitData(cache, "train"), SplitData(cache, "dev")
-    except FileNotFoundError as exc:
-        raise StageError(str(exc)) from None
-    if len(dev_data) == 0:
-        raise StageError("the dev split is empty; give data.split.dev a larger share or add speakers")
-    n_classes, n_mels = len(train_data.classes), train_data.feature_config.n_mels
-    model = AccentClassifier(n_mels, n_classes, params.model, params.rnn).to(device)
-    weights = class_weights(train_data.labels, n_classes) if cfg.class_weights else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
-                                        label_smoothing=cfg.label_smoothing)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
-                                                           patience=cfg.lr_patience)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    rng = np.random.default_rng(cfg.seed)
+    """Trains on the cache's train split, picks the epoch on its dev split, writes the model file.
 
-    best = {"macro_f1": -1.0}
-    best_state, best_epoch, stale, epochs_run = None, 0, 0, 0
-    train_seconds, clips_seen = 0.0, 0
+    cache: HDF5 feature cache (`pipeline.cache`); model_out: model file (`network.checkpoint`);
+    live_dir: dvclive folder for the per-epoch curves.  Returns the stage metrics: best dev scores,
+    epochs, training seconds (the epoch loops, not validation) and clips per second.
+    """
+    trainer = Trainer(params, cache)
+    stopper = EarlyStopping(params.train.early_stopping_patience)
+    train_seconds, epochs_run = 0.0, 0
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        live.log_params({"model": params.model, "parameters": count_parameters(model), "device": device.type})
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            batches = bucketed_batches(train_data.lengths, cfg.batch_size, rng, cfg.bucketing)
-            total_loss, correct = 0.0, 0
+        live.log_params({"model": params.model, "parameters": count_parameters(trainer.model),
+                         "device": trainer.device.type})
+        for epoch in range(1, params.train.epochs + 1):
             start = time.perf_counter()
-            bar = tqdm(iterate(train_data, batches, cfg.specaugment, rng), total=len(batches),
-                       desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
-            for batch in bar:
-                x, y = batch.features.to(device, non_blocking=True), batch.labels.to(device)
-                with torch.autocast(device.type, enabled=amp):
-                    logits = model(x, batch.lengths)
-                    loss = loss_fn(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                total_loss += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+            train_scores = trainer.train_one_epoch(epoch)
             train_seconds += time.perf_counter() - start
-            clips_seen += len(train_data)
             epochs_run = epoch
-
-            dev = evaluate_split(model, dev_data, loss_fn, params.evaluate.batch_size, device)
-            scheduler.step(dev["loss"])
-            lr = optimizer.param_groups[0]["lr"]
-            row = {"train/loss": total_loss / len(train_data), "train/accuracy": correct / len(train_data),
-                   "dev/loss": dev["loss"], "dev/accuracy": dev["accuracy"], "dev/macro_f1": dev["macro_f1"],
-                   "lr": lr}
-            for key, value in row.items():
-                live.log_metric(key, value)
-            live.next_step()
-            improved = dev["macro_f1"] > best["macro_f1"]
-            if improved:
-                best, best_epoch, stale = dev, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            print(f"epoch {epoch:3d}  train loss {row['train/loss']:.4f} acc {row['train/accuracy']:.3f}  "
-                  f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.3f} macro-F1 {dev['macro_f1']:.3f}  "
-                  f"lr {lr:.2g}{'  *' if improved else ''}", flush=True)
-            if stale >= cfg.early_stopping_patience:
-                print(f"early stop: no better dev macro-F1 for {stale} epochs")
+            dev = trainer.validate()
+            trainer.scheduler.step(dev["loss"])
+            improved = stopper.update(epoch, dev, trainer.model)
+            log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
+            if stopper.should_stop:
+                print(f"early stop: no better dev macro-F1 for {stopper.stale} epochs")
                 break
 
-    model.load_state_dict(best_state)
+    model, data = trainer.model, trainer.train_data
+    model.load_state_dict(stopper.best_state)
     # The feature parameters the cache was built with travel with the model, for `predict`.
-    ckpt = checkpoint(model, n_mels, train_data.classes, dataclasses.asdict(train_data.feature_config),
-                      torch.from_numpy(train_data.mean), torch.from_numpy(train_data.std))
+    ckpt = checkpoint(model, data.feature_config.n_mels, data.classes, dataclasses.asdict(data.feature_config),
+                      torch.from_numpy(data.mean), torch.from_numpy(data.std))
     with atomic_path(model_out, suffix=".pt") as tmp:
         torch.save(ckpt, tmp)
-    return {"model": params.model, "epochs_run": epochs_run, "best_epoch": best_epoch,
-            "best_dev": {k: round(float(v), 4) for k, v in best.items()},
-            "train_seconds": round(train_seconds, 1), "train_clips_per_second": round(clips_seen / train_seconds, 1),
-            "parameters": count_parameters(model), "device": device.type}
+    return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
+            "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()},
+            "train_seconds": round(train_seconds, 1),
+            "train_clips_per_second": round(epochs_run * len(data) / train_seconds, 1),
+            "parameters": count_parameters(model), "device": trainer.device.type}
 
 
-def main(params: Params, args: argparse.Namespace) -> None:
+def run(params: Params, args: argparse.Namespace) -> None:
     metrics = train(params, Path(args.cache), Path(args.out), Path(args.live))
     write_json(args.metrics, metrics)
     print(f"{params.model}: best dev macro-F1 {metrics['best_dev']['macro_f1']:.3f} at epoch "
@@ -155,11 +204,16 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache", default=CACHE, help=f"HDF5 feature cache (default: {CACHE})")
-    parser.add_argument("--out", default=MODEL, help=f"model file to write (default: {MODEL})")
-    parser.add_argument("--metrics", default=METRICS, help=f"metrics to write (default: {METRICS})")
-    parser.add_argument("--live", default=LIVE_DIR, help=f"dvclive folder for curves (default: {LIVE_DIR})")
+    parser.add_argument("--cache", default=FEATURE_CACHE, help=f"HDF5 feature cache (default: {FEATURE_CACHE})")
+    parser.add_argument("--out", default=MODEL_FILE, help=f"model file to write (default: {MODEL_FILE})")
+    parser.add_argument("--metrics", default=TRAIN_METRICS, help=f"metrics to write (default: {TRAIN_METRICS})")
+    parser.add_argument("--live", default=TRAINING_CURVES,
+                        help=f"dvclive folder for curves (default: {TRAINING_CURVES})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(__doc__, run, _arguments, argv)
 
 
 if __name__ == "__main__":
-    run_stage(__doc__.splitlines()[0], main, _arguments)
+    sys.exit(main())

@@ -32,6 +32,6 @@ def trained_model(cache, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("model") / "model.pt"
     tiny = {"train.epochs": 4, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
-            "train.batch_size": 4, "train.num_threads": 1}
+            "train.batch_size": 4, "runtime.num_threads": 1}
     train(params(**tiny), cache, out, out.parent / "live")
     return out

@@ -69,8 +69,8 @@ def balanced_rows(speakers_per_class: int = 6, clips_per_speaker: int = 3, secon
     return rows
 
 
-def params(**overrides) -> Params:
-    """The project's params.yaml with dotted overrides, e.g. params(**{"data.min_seconds": 0.5})."""
+def raw_params(**overrides) -> dict:
+    """The project's params.yaml as a dict, with dotted overrides applied."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     for dotted, value in overrides.items():
         node = raw
@@ -78,4 +78,16 @@ def params(**overrides) -> Params:
         for key in parents:
             node = node[key]
         node[leaf] = value
-    return parse_params(raw)
+    return raw
+
+
+def params(**overrides) -> Params:
+    """The project's params.yaml with dotted overrides, e.g. params(**{"data.min_seconds": 0.5})."""
+    return parse_params(raw_params(**overrides))
+
+
+def params_file(folder: Path, **overrides) -> Path:
+    """A params.yaml in `folder` with dotted overrides, for running a stage's command line."""
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw_params(**overrides), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path

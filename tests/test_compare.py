@@ -4,7 +4,7 @@ import json
 
 from pipeline.compare import experiment_commands, experiment_rows, main, markdown
 from pipeline.config import parse_params
-from pipeline.models import PRESETS
+from pipeline.network import PRESETS
 from tests.helpers import ROOT
 
 

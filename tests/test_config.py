@@ -29,12 +29,31 @@ def test_project_params_load_with_the_public_keys():
     ("features.fmax", 9000.0, "fmin < fmax <= sample_rate/2"),
     ("rnn.head_hidden", [64, "x"], "'rnn.head_hidden[1]' must be int"),
     ("data.sha256", "abc", "'data.sha256' must be 64 hex digits"),
+    ("train.seed", -1, "'train.seed' is -1; it must be >= 0"),
+    ("data.seed", -5, "'data.seed' is -5; it must be >= 0"),
+    ("data.tsvs", [], "'data.tsvs' must list at least 1 item(s)"),
+    ("rnn.head_hidden", [64, -1], "'rnn.head_hidden[1]' is -1; it must be >= 1"),
+    ("runtime.device", "tpu", "'runtime.device' is 'tpu'; allowed: auto, cpu, cuda"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(dotted, value, message):
     with pytest.raises(ConfigError) as err:
         params(**{dotted: value})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_every_key_is_required_so_params_yaml_is_the_one_source_of_values():
+    raw = raw_params()
+    del raw["rnn"]["dropout"]
+    with pytest.raises(ConfigError, match=r"missing key 'rnn.dropout'"):
+        parse_params(raw)
+
+
+def test_a_class_yaml_reads_as_no_name_is_refused():
+    raw = raw_params()
+    raw["data"]["classes"][None] = raw["data"]["classes"].pop(next(iter(raw["data"]["classes"])))
+    with pytest.raises(ConfigError, match="has an empty name"):
+        parse_params(raw)
 
 
 def test_unknown_key_is_named_with_the_allowed_ones():

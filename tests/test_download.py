@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.download import download, extract_release, find_locale_dir, main as download_main, resolve_source
+from pipeline.download import download, extract_release, find_locale_dir, run as download_run, resolve_source
 from pipeline.stage import StageError
 from tests.helpers import SAMPLE, balanced_rows, make_release, params
 
@@ -115,7 +115,7 @@ def test_url_source_through_the_stage(tmp_path, serve, monkeypatch):
     server = serve(SAMPLE.read_bytes())
     monkeypatch.chdir(tmp_path)
     p = params(**{"data.source": server.url, "data.raw_dir": str(tmp_path / "raw")})
-    download_main(p, argparse.Namespace(out=tmp_path / "release.json"))
+    download_run(p, argparse.Namespace(out=tmp_path / "release.json"))
     manifest = json.loads((tmp_path / "release.json").read_text())
     assert manifest["locale"] == "es" and manifest["clips"] > 300
     assert "validated.tsv" in manifest["tsvs"]

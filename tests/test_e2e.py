@@ -73,7 +73,7 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "speaker_accuracy", "per_class", "params",
                 "inference_clips_per_second"):
         assert key in lstm
-    assert set(lstm["per_class"]) == {"america", "espana"}
+    assert set(lstm["per_class"]) == set(yaml.safe_load((work / "params.yaml").read_text())["data"]["classes"])
     confusion = json.loads((work / "metrics/confusion.json").read_text())
     assert len(confusion) == lstm["clips"] and {"actual", "predicted"} <= set(confusion[0])
     assert (work / "metrics/confusion.png").read_bytes()[:4] == b"\x89PNG"
@@ -99,7 +99,31 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     assert "metrics/training/plots/metrics/dev/macro_f1.tsv" in plots
 
     shown = json.loads(run("dvc", "exp", "show", "--json").stdout)
-    assert "gru" in json.dumps(shown) and "lstm" in json.dumps(shown)
+    rows = {row["rev"]: row for row in exp_show_rows(shown)}
+    baseline = next(row for row in rows.values() if not row["experiment"] and row["rev"] != "workspace")
+    experiment = next(row for row in rows.values() if row["experiment"])
+    assert (baseline["model"], baseline["accuracy"], baseline["params"]) == ("lstm", lstm["accuracy"], lstm["params"])
+    assert (experiment["model"], experiment["accuracy"], experiment["params"]) == ("gru", gru["accuracy"],
+                                                                                  gru["params"])
+
+
+def exp_show_rows(shown: list[dict]) -> list[dict]:
+    """(rev, experiment?, model param, test accuracy, parameter count) of each row of `dvc exp show --json`."""
+    rows = []
+
+    def add(rev: dict, experiment: bool) -> None:
+        data = rev.get("data") or {}
+        evaluation = (data.get("metrics") or {}).get("metrics/eval.json", {}).get("data", {})
+        model = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("model")
+        rows.append({"rev": data.get("rev", rev.get("rev")), "experiment": experiment, "model": model,
+                     "accuracy": evaluation.get("accuracy"), "params": evaluation.get("params")})
+
+    for baseline in shown:
+        add(baseline, False)
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                add(rev, True)
+    return rows
 
 
 def test_bad_params_stop_the_stage_with_one_line(repo):
@@ -117,5 +141,10 @@ def test_bad_params_stop_the_stage_with_one_line(repo):
 
 def test_every_stage_has_help(repo):
     work, run = repo
-    for stage in ("download", "prepare", "features", "train", "evaluate"):
-        assert "--params" in run(sys.executable, "-m", f"pipeline.{stage}", "--help").stdout
+    own_output = {"download": "data/release.json", "prepare": "data/prepared/manifest.tsv",
+                  "features": "data/features/features.h5", "train": "models/model.pt",
+                  "evaluate": "metrics/eval.json"}
+    for stage, output in own_output.items():
+        text = " ".join(run(sys.executable, "-m", f"pipeline.{stage}", "--help").stdout.split())
+        assert text.startswith("usage: ") and f"Stage `{stage}`:" in text, stage
+        assert "--params" in text and f"(default: {output})" in text, stage

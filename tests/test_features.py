@@ -94,10 +94,10 @@ def test_too_many_failures_stop_the_stage_and_leave_no_output(tmp_path):
 
 
 def test_interrupted_run_leaves_no_half_written_file(tmp_path, monkeypatch):
-    import pipeline.features as features
+    import pipeline.cache as cache
 
     calls = {"n": 0}
-    real_add = features.SplitWriter.add
+    real_add = cache.SplitWriter.add
 
     def add_then_die(self, *args):
         calls["n"] += 1
@@ -105,7 +105,7 @@ def test_interrupted_run_leaves_no_half_written_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real_add(self, *args)
 
-    monkeypatch.setattr(features.SplitWriter, "add", add_then_die)
+    monkeypatch.setattr(cache.SplitWriter, "add", add_then_die)
     out = tmp_path / "features.h5"
     out.write_bytes(b"previous complete output")
     with pytest.raises(KeyboardInterrupt):
@@ -140,9 +140,35 @@ def _crash(path):
 
 
 def test_a_crashing_decoder_process_is_a_clear_error(tmp_path, monkeypatch):
-    import pipeline.features as features
+    import pipeline.audio as audio
 
-    monkeypatch.setattr(features, "_extract_for_cache", _crash)
+    monkeypatch.setattr(audio, "_extract_for_cache", _crash)
     with pytest.raises(StageError, match="a decoding process died"):
         build_cache(manifest(tmp_path, BASIC), params().features, tmp_path / "f.h5", 2)
     assert list(tmp_path.glob("*.h5")) == []
+
+
+def test_a_pure_tone_lands_in_the_mel_band_centred_on_its_frequency():
+    import librosa
+
+    cfg = params(**{"features.trim_silence": False}).features
+    centres = librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax)[1:-1]
+    for freq in (440.0, 1000.0, 3150.0):
+        t = np.arange(16000) / 16000
+        feats = LogMel(cfg)((0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
+        assert feats.shape == (101, cfg.n_mels)  # 1 s at hop 160 with centred frames
+        assert int(feats[5:-5].mean(0).argmax()) == int(np.abs(centres - freq).argmin())
+
+
+def test_log_mel_matches_librosa_melspectrogram_computed_directly(tmp_path):
+    import librosa
+
+    cfg = params(**{"features.trim_silence": False}).features
+    audio = tone(1.3, rate=16000, freq=523.0, seed=3)
+    expected = librosa.feature.melspectrogram(
+        y=audio, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        window="hann", center=True, power=2.0, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    expected = np.log(np.maximum(expected, 1e-10)).T
+    got = LogMel(cfg)(audio)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-3)

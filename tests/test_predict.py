@@ -5,9 +5,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline.data import SplitData
+from pipeline.cache import SplitData
 from pipeline.inference import predict_proba
-from pipeline.models import load_model
+from pipeline.network import load_model_file
 from pipeline.predict import main as predict_main
 from tests.helpers import tone
 
@@ -20,7 +20,7 @@ def run(capsys, *argv):
 
 def test_json_probabilities_sum_to_one_and_labels_agree_with_evaluate(cache, trained_model, capsys):
     test = SplitData(cache, "test")
-    model, ckpt = load_model(trained_model)
+    model, ckpt = load_model_file(trained_model)
     probs = predict_proba(model, test.clip, test.lengths, ckpt["mean"].numpy(), ckpt["std"].numpy(), 8,
                           torch.device("cpu"))
     files = [cache.parent / clip for clip in test.clips]

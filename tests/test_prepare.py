@@ -4,7 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.prepare import DROP_REASONS, SPLITS, main as prepare_main, prepare
+from pipeline.manifest import SPLITS
+from pipeline.prepare import DROP_REASONS, prepare
+from pipeline.prepare import run as prepare_run
 from pipeline.stage import StageError
 from tests.helpers import CARIBE, MEXICO, NORTE, SUR, balanced_rows, make_release, params, speaker_id
 
@@ -14,7 +16,7 @@ def run(tmp_path, rows, **overrides):
     for row in rows:  # clips only need to exist for prepare
         if not row.get("_no_file"):
             (locale / "clips" / row["path"]).write_bytes(b"")
-    return prepare(params(**overrides), locale)
+    return prepare(params(**overrides).data, locale)
 
 
 def test_each_drop_reason_is_counted(tmp_path):
@@ -74,7 +76,7 @@ def test_split_is_deterministic_and_follows_the_seed(tmp_path):
     rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
     a, _ = run(tmp_path, [dict(r) for r in rows])
     b, _ = run(tmp_path, [dict(r) for r in reversed(rows)])
-    c, _ = run(tmp_path, [dict(r) for r in rows], **{"train.seed": 7})
+    c, _ = run(tmp_path, [dict(r) for r in rows], **{"data.seed": 7})
     key = ["clip", "split"]
     pd.testing.assert_frame_equal(a[key].sort_values("clip").reset_index(drop=True),
                                   b[key].sort_values("clip").reset_index(drop=True))
@@ -105,7 +107,7 @@ def test_fewer_than_two_classes_is_a_clear_error(tmp_path):
 def test_stage_writes_manifest_and_metrics(tmp_path):
     locale = make_release(tmp_path, balanced_rows(speakers_per_class=3, clips_per_speaker=2))
     (tmp_path / "release.json").write_text(json.dumps({"root": str(locale)}))
-    prepare_main(params(), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
+    prepare_run(params(), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
                                               metrics=tmp_path / "data.json"))
     manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t")
     assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "duration"]

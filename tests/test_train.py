@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import SplitData, bucketed_batches, iterate
+from pipeline.cache import SplitData
+from pipeline.data import bucketed_batches, iterate
 from pipeline.train import class_weights, train
 from tests.helpers import params
 
 TINY = {"train.epochs": 3, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
-        "train.batch_size": 4, "train.num_threads": 1}
+        "train.batch_size": 4, "runtime.num_threads": 1}
 
 
 def test_training_is_deterministic_for_a_seed(cache, tmp_path):
@@ -67,3 +68,67 @@ def test_batches_are_normalised_padded_with_zero_and_augment_only_when_asked(cac
 
 def test_class_weights_are_inverse_frequency():
     assert class_weights(np.array([0, 0, 0, 1]), 2).tolist() == pytest.approx([4 / 6, 2.0])
+
+
+def test_dev_evaluation_combines_tensors_of_one_device_only(cache, monkeypatch):
+    """The first dev evaluation crashed on GPUs: CPU log-probabilities met the CUDA class weight of
+    the training loss.  Here the training loss's weight is put on the `meta` device (standing in
+    for CUDA: its data cannot meet a CPU tensor either); the dev evaluation must not touch it, and
+    every loss it computes must combine tensors of one device."""
+    import pipeline.train as train_module
+
+    seen = []
+    real_nll = torch.nn.functional.nll_loss
+
+    def spy(input, target, weight=None, **kwargs):
+        seen.append({t.device.type for t in (input, target, weight) if t is not None})
+        return real_nll(input, target, weight=weight, **kwargs)
+
+    monkeypatch.setattr(train_module.torch.nn.functional, "nll_loss", spy)
+    trainer = train_module.Trainer(params(**TINY), cache)
+    trainer.loss_fn = torch.nn.CrossEntropyLoss(weight=trainer.class_weight.to("meta"))
+    dev = trainer.validate()
+    assert seen == [{"cpu"}] and 0 <= dev["macro_f1"] <= 1 and dev["loss"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_one_epoch_and_dev_evaluation_on_cuda(cache, tmp_path):
+    metrics = train(params(**TINY, **{"train.epochs": 1, "runtime.device": "cuda"}), cache, tmp_path / "m.pt",
+                    tmp_path / "live")
+    assert metrics["device"] == "cuda" and 0 <= metrics["best_dev"]["macro_f1"] <= 1
+
+
+def test_training_on_the_lazily_read_cache_matches_training_in_memory(cache, tmp_path, monkeypatch):
+    p = params(**TINY)
+    in_memory = train(p, cache, tmp_path / "a.pt", tmp_path / "live_a")
+    monkeypatch.setenv("ACENTO_IN_MEMORY_BYTES", "1")  # every split is larger than this: read per clip
+    assert SplitData(cache, "train").lazy and not isinstance(SplitData(cache, "train").frames, np.ndarray)
+    lazy = train(p, cache, tmp_path / "b.pt", tmp_path / "live_b")
+    assert {k: lazy[k] for k in ("best_dev", "best_epoch", "epochs_run")} == \
+        {k: in_memory[k] for k in ("best_dev", "best_epoch", "epochs_run")}
+    wa = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_prefetch_keeps_order_and_raises_the_producers_error():
+    from pipeline.data import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("bad clip")
+
+    got = []
+    with pytest.raises(ValueError, match="bad clip"):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_batch_clips_read_in_file_order_come_back_in_batch_order(cache):
+    data = SplitData(cache, "train")
+    index = np.array([5, 0, 9, 2])
+    for got, i in zip(data.clips_at(index), index):
+        np.testing.assert_array_equal(got, data.clip(int(i)))

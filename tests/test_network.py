@@ -3,11 +3,12 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.config import RNNConfig
-from pipeline.models import PRESETS, AccentClassifier, ConvFrontend, ModelFileError, checkpoint, load_model
+from pipeline.network import PRESETS, AccentClassifier, ConvFrontend, ModelFileError, checkpoint, load_model_file
+from tests.helpers import params
 
-SMALL = RNNConfig(hidden_size=16, num_layers=2, bidirectional=True, dropout=0.0, frontend="conv",
-                  frontend_channels=8, frontend_stride=4)
+SMALL = dataclasses.replace(params().rnn, hidden_size=16, num_layers=2, bidirectional=True, dropout=0.0,
+                            frontend="conv", frontend_channels=8, frontend_stride=4, pooling="attention",
+                            head_hidden=[], head_dropout=0.0)
 
 
 def model(cell="gru", **changes):
@@ -47,9 +48,9 @@ def test_last_pooling_means_the_last_real_frame_for_a_unidirectional_rnn():
 
 
 def test_presets_reproduce_the_original_models():
-    basic = AccentClassifier(64, 15, "lstm", RNNConfig(**PRESETS["basic"]))
+    basic = AccentClassifier(64, 15, "lstm", dataclasses.replace(SMALL, **PRESETS["basic"]))
     assert basic.rnn.hidden_size == 313 and basic.rnn.num_layers == 1 and len(basic.head) == 2
-    advanced = AccentClassifier(64, 15, "gru", RNNConfig(**PRESETS["advanced"]))
+    advanced = AccentClassifier(64, 15, "gru", dataclasses.replace(SMALL, **PRESETS["advanced"]))
     linears = [layer for layer in advanced.head if isinstance(layer, torch.nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(313, 156), (156, 78), (78, 15)]
     assert advanced.rnn.dropout == 0.4 and isinstance(advanced.rnn, torch.nn.GRU)
@@ -59,8 +60,8 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     m = model("lstm")
     path = tmp_path / "model.pt"
     torch.save(checkpoint(m, 10, ["a", "b", "c"], {"n_mels": 10}, torch.zeros(10), torch.ones(10)), path)
-    loaded, ckpt = load_model(path)
-    assert ckpt["classes"] == ["a", "b", "c"] and ckpt["cell"] == "lstm"
+    loaded, ckpt = load_model_file(path)
+    assert ckpt["classes"] == ["a", "b", "c"] and ckpt["model"] == "lstm"
     x = torch.randn(2, 50, 10)
     torch.testing.assert_close(loaded(x, torch.tensor([50, 31])), m(x, torch.tensor([50, 31])))
 
@@ -68,9 +69,9 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
 def test_foreign_files_are_refused(tmp_path):
     (tmp_path / "notes.pt").write_text("hello")
     with pytest.raises(ModelFileError, match="not an acento model file"):
-        load_model(tmp_path / "notes.pt")
+        load_model_file(tmp_path / "notes.pt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="no 'acento-model' marker"):
-        load_model(tmp_path / "other.pt")
+        load_model_file(tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="no such model file"):
-        load_model(tmp_path / "missing.pt")
+        load_model_file(tmp_path / "missing.pt")

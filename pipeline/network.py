@@ -20,7 +20,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from pipeline.config import RNNConfig
 
 FORMAT = "acento-model"
-FORMAT_VERSION = 1
+# 2: the cell is stored under "model", as params.yaml and eval.json name it (1 said "cell").
+FORMAT_VERSION = 2
+REQUIRED_KEYS = ("model", "n_mels", "rnn", "classes", "features", "mean", "std", "state_dict")
 CONV_KERNEL = 5
 
 # The original study's models, as overrides of the `rnn` section (see `make compare` and README).
@@ -51,9 +53,14 @@ class ConvFrontend(nn.Module):
             for i, s in zip(range(n_layers), strides))
         self.activation = nn.GELU()
 
+    @staticmethod
+    def _conv_length(conv: nn.Conv1d, lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames of `conv` for inputs of `lengths` frames (PyTorch's Conv1d formula)."""
+        return (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+
     def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for conv in self.layers:
-            lengths = (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+            lengths = self._conv_length(conv, lengths)
         return lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +68,7 @@ class ConvFrontend(nn.Module):
         x = x * valid_mask(lengths.to(x.device), x.shape[-1])[:, None, :].to(x.dtype)
         for conv in self.layers:
             x = self.activation(conv(x))
-            lengths = (lengths + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+            lengths = self._conv_length(conv, lengths)
             # Zero what lies past each clip's end, as the next layer's own padding would be.
             x = x * valid_mask(lengths.to(x.device), x.shape[-1])[:, None, :].to(x.dtype)
         return x.transpose(1, 2), lengths
@@ -119,21 +126,23 @@ def count_parameters(model: nn.Module) -> int:
 def checkpoint(model: AccentClassifier, n_mels: int, classes: list[str], features: dict,
                mean: torch.Tensor, std: torch.Tensor) -> dict:
     """Everything inference needs, in types `torch.load(weights_only=True)` accepts."""
-    return {"format": FORMAT, "version": FORMAT_VERSION, "cell": model.cell, "n_mels": n_mels,
+    return {"format": FORMAT, "version": FORMAT_VERSION, "model": model.cell, "n_mels": n_mels,
             "rnn": dataclasses.asdict(model.cfg), "classes": list(classes), "features": dict(features),
             "mean": mean.detach().cpu().float(), "std": std.detach().cpu().float(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 class ModelFileError(ValueError):
-    pass
+    """A model file that is missing, foreign, or not loadable into the network it describes."""
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[AccentClassifier, dict]:
-    """Loads a model file safely (no pickled code); refuses files that are not acento models."""
+def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tuple[AccentClassifier, dict]:
+    """The network of a model file, in eval mode on `device`, and the file's contents (class names,
+    feature parameters, normalisation statistics).  Loaded with `weights_only=True` (no pickled
+    code); a file that is not an acento model, or whose weights do not fit, is a ModelFileError."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file; train one with `dvc repro` or pass --model")
+        raise ModelFileError(f"{path}: no such model file; train one with `dvc repro` or pass --model-file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign files
@@ -144,6 +153,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ac
     if ckpt.get("version") != FORMAT_VERSION:
         raise ModelFileError(f"{path}: model format version {ckpt.get('version')}, this acento reads "
                              f"{FORMAT_VERSION}; retrain or use a matching release")
-    model = AccentClassifier(ckpt["n_mels"], len(ckpt["classes"]), ckpt["cell"], RNNConfig(**ckpt["rnn"]))
-    model.load_state_dict(ckpt["state_dict"])
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ModelFileError(f"{path}: acento model file without {', '.join(missing)}; it is damaged or was "
+                             "not written by `train`, retrain it (dvc repro train)")
+    try:
+        model = AccentClassifier(ckpt["n_mels"], len(ckpt["classes"]), ckpt["model"], RNNConfig(**ckpt["rnn"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: its weights do not fit the network its settings describe ({first}); "
+                             "the file is damaged or edited, retrain it (dvc repro train)") from None
     return model.to(device).eval(), ckpt

@@ -1,0 +1,72 @@
+"""Classification metrics shared by the dev evaluation in `train` and the test evaluation in `evaluate`.
+
+One definition, so the dev macro-F1 that picks the checkpoint and the test macro-F1 that is reported
+mean the same thing.  Every averaged metric averages over the classes **present in the split's
+labels**: a class with no clip in the split has no recall to measure, and counting it as F1 = 0 (or
+leaving it out of one average but not another) would make the numbers incomparable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+
+def present_classes(labels: np.ndarray) -> list[int]:
+    """Class indices that occur in `labels` (int array [clips]), sorted."""
+    return sorted(int(c) for c in np.unique(labels))
+
+
+def macro_f1(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean F1 over the classes present in `labels` (a predicted-but-absent class adds nothing)."""
+    return float(f1_score(labels, pred, labels=present_classes(labels), average="macro", zero_division=0))
+
+
+def speaker_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> float:
+    """Share of speakers whose decision, the class of highest summed probability over their clips,
+    is their true class.
+
+    speakers: [clips] ids; labels: [clips] int (a speaker's clips share one class; if not, the class
+    most of their clips carry, ties to the lower index); probs: [clips, classes].  Summing
+    probabilities rather than counting votes leaves no ties in practice (a 2-2 vote would otherwise be
+    settled by class index, in favour of class 0's speakers).
+    """
+    frame = pd.DataFrame(probs).assign(speaker=speakers)
+    summed = frame.groupby("speaker", sort=True).sum()
+    truth = pd.Series(labels).groupby(pd.Series(speakers)).agg(lambda s: s.value_counts().sort_index().idxmax())
+    decided = summed.to_numpy().argmax(1)
+    return float((decided == truth.loc[summed.index].to_numpy()).mean())
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, speakers: np.ndarray,
+                           classes: list[str]) -> tuple[dict, list[str]]:
+    """Metrics of one split, and the names of `classes` absent from its labels.
+
+    labels: [clips] int; probs: [clips, len(classes)] class probabilities; speakers: [clips].
+    Absent classes are reported in `per_class` with support 0 and null scores.
+    """
+    pred = probs.argmax(1)
+    present = present_classes(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=present,
+                                                                     zero_division=0)
+    scores = {c: (p, r, f, s) for c, p, r, f, s in zip(present, precision, recall, f1, support)}
+    per_class = {}
+    for index, name in enumerate(classes):
+        if index in scores:
+            p, r, f, s = scores[index]
+            per_class[name] = {"precision": round(float(p), 4), "recall": round(float(r), 4),
+                               "f1": round(float(f), 4), "support": int(s)}
+        else:
+            per_class[name] = {"precision": None, "recall": None, "f1": None, "support": 0}
+    metrics = {
+        "accuracy": round(float(accuracy_score(labels, pred)), 4),
+        # balanced accuracy is the mean recall over the present classes (sklearn's definition)
+        "balanced_accuracy": round(float(np.mean(recall)), 4),
+        "macro_f1": round(macro_f1(labels, pred), 4),
+        "speaker_accuracy": round(speaker_accuracy(speakers, labels, probs), 4),
+        "per_class": per_class,
+        "clips": int(len(labels)),
+        "speakers": int(len(set(speakers))),
+    }
+    return metrics, [classes[i] for i in range(len(classes)) if i not in scores]

@@ -1,0 +1,20 @@
+"""Where each stage's outputs live: the one place the Python code takes these paths from.
+
+`dvc.yaml` names the same files (DVC needs them to track the stages); `tests/test_dvc_wiring.py`
+checks that the two agree.  Every stage also takes its inputs and outputs as command-line options
+defaulting to these, so a stage can be run by hand on other files.
+"""
+
+from pathlib import Path
+
+RELEASE_MANIFEST = Path("data/release.json")         # download: where the release is, TSV checksums
+CLIP_MANIFEST = Path("data/prepared/manifest.tsv")   # prepare: one row per kept clip, with its split
+DATA_METRICS = Path("metrics/data.json")             # prepare: clips/speakers per split, drops by reason
+FEATURE_CACHE = Path("data/features/features.h5")    # features: log-mels of every split (HDF5)
+FEATURES_METRICS = Path("metrics/features.json")     # features: counts, failures by reason
+MODEL_FILE = Path("models/model.pt")                 # train: weights + everything inference needs
+TRAIN_METRICS = Path("metrics/train.json")           # train: best dev scores, timing
+TRAINING_CURVES = Path("metrics/training")           # train: dvclive curves per epoch
+EVAL_METRICS = Path("metrics/eval.json")             # evaluate: test-split metrics
+CONFUSION = Path("metrics/confusion.json")           # evaluate: (actual, predicted) rows for dvc plots
+CONFUSION_PNG = Path("metrics/confusion.png")        # evaluate: the confusion matrix as an image

@@ -1,0 +1,82 @@
+"""dvc.yaml must list, for every stage, each project module the stage's code imports (directly or not).
+
+A module missing from `deps` means DVC does not rerun the stage when that code changes, and the
+committed metrics silently describe old code.
+"""
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import ROOT
+
+PACKAGE = "pipeline"
+
+
+def project_imports(module: str) -> set[str]:
+    """Files of the project modules `module` imports, transitively, itself included (as repo paths)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = ROOT / (name.replace(".", "/") + ".py")
+        rel = str(path.relative_to(ROOT))
+        if rel in seen or not path.is_file():
+            continue
+        seen.add(rel)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
+                todo.append(node.module)
+                todo += [f"{node.module}.{alias.name}" for alias in node.names]  # `from pipeline import x`
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE]
+    return seen
+
+
+def stage_modules() -> dict[str, tuple[str, set[str]]]:
+    """stage name -> (the module its cmd runs, its deps that are project files)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    out = {}
+    for name, stage in stages.items():
+        words = stage["cmd"].split()
+        module = words[words.index("-m") + 1]
+        deps = {d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])}
+        out[name] = (module, {d for d in deps if d.startswith(f"{PACKAGE}/")})
+    return out
+
+
+def test_the_import_walk_finds_transitive_imports(tmp_path):
+    # known answer on the project itself: evaluate reaches config through more than one module
+    found = project_imports("pipeline.stage")
+    assert found == {"pipeline/stage.py", "pipeline/config.py"}
+
+
+def test_every_stage_lists_every_project_module_it_imports():
+    problems = []
+    for name, (module, deps) in stage_modules().items():
+        missing = sorted(project_imports(module) - deps)
+        if missing:
+            problems.append(f"stage '{name}' ({module}) misses deps: {', '.join(missing)}")
+    assert not problems, "dvc.yaml: " + "; ".join(problems)
+
+
+def test_every_stage_runs_a_module_of_the_package():
+    modules = stage_modules()
+    assert set(modules) == {"download", "prepare", "features", "train", "evaluate"}
+    for name, (module, _) in modules.items():
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), name
+
+
+def test_dvc_yaml_outputs_are_the_paths_the_code_writes():
+    from pipeline import paths
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    declared = set()
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            declared |= {o if isinstance(o, str) else next(iter(o)) for o in stage.get(kind, [])}
+    in_code = {str(v) for k, v in vars(paths).items() if k.isupper()}
+    # the dvclive folder is declared by its plots subfolder
+    in_code = {f"{p}/plots/metrics" if p == str(paths.TRAINING_CURVES) else p for p in in_code}
+    assert declared == in_code
