@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test test-fast bench compare clean
+.PHONY: help run test test-fast bench compare compare-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,8 +30,11 @@ test-fast: $(STAMP)  ## unit tests only (skips the end-to-end DVC run)
 bench: $(STAMP)  ## benchmarks: features, training, prediction; results in bench/results.md
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.bench
 
-compare: $(STAMP)  ## train basic, deep, advanced and default models, LSTM and GRU each, as DVC experiments
+compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset): reports/compare.{md,json,png}
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare
+
+compare-all: $(STAMP)  ## the same for the original study's presets (basic, deep, advanced) and the default
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --presets basic deep advanced default
 
 clean:  ## remove the venv, extracted data and DVC outputs (the sample archive stays)
 	rm -rf $(VENV) data/raw data/features data/prepared models/*.pt .pytest_cache

@@ -53,6 +53,8 @@ class DataConfig:
     max_clips_per_class: int = field(metadata=_check(min=0))
     split_by: str = field(metadata=_check(choices=("speaker", "clip")))
     split: SplitConfig
+    folds: int = field(metadata=_check(min=0))
+    fold: int = field(metadata=_check(min=0))
     min_speakers: int = field(metadata=_check(min=1))
     seed: int = field(metadata=_check(min=0))
 
@@ -217,6 +219,12 @@ def _cross_check(p: Params) -> None:
                 raise ConfigError(f"params.yaml: accent {accent!r} is in both 'data.classes.{seen[accent]}' "
                                   f"and 'data.classes.{cls}'; give it one class")
             seen[accent] = cls
+    if p.data.folds >= 2 and p.data.fold >= p.data.folds:
+        raise ConfigError(f"params.yaml: 'data.fold' is {p.data.fold}; with data.folds = {p.data.folds} it must be "
+                          f"0 to {p.data.folds - 1}")
+    if p.data.folds >= 2 and p.data.split_by != "speaker":
+        raise ConfigError("params.yaml: 'data.split_by' is 'clip', which needs 'data.folds' 0 (folds are groups of "
+                          "speakers); set data.folds: 0 for the random clip split")
     if p.data.min_seconds >= p.data.max_seconds:
         raise ConfigError("params.yaml: 'data.min_seconds' must be below 'data.max_seconds'")
     f = p.features

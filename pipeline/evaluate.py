@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -22,9 +23,20 @@ from pipeline.config import Params
 from pipeline.inference import predict_proba
 from pipeline.metrics import classification_metrics
 from pipeline.network import ModelFileError, count_parameters, load_model_file
-from pipeline.paths import CONFUSION, CONFUSION_PNG, EVAL_METRICS, FEATURE_CACHE, MODEL_FILE
+from pipeline.paths import CONFUSION, CONFUSION_PNG, EVAL_METRICS, FEATURE_CACHE, MODEL_FILE, PREDICTIONS
 from pipeline.runtime import configure_torch, select_device
 from pipeline.stage import StageError, atomic_path, run_stage, write_json
+
+
+def write_predictions(path: Path, data: SplitData, probs: np.ndarray) -> None:
+    """One row per test clip (clip, speaker, label, predicted, p_<class>...), so that experiments
+    carry their out-of-fold predictions and `compare` can pool and pair them clip by clip."""
+    frame = pd.DataFrame({"clip": data.clips, "speaker": data.speakers,
+                          "label": [data.classes[i] for i in data.labels],
+                          "predicted": [data.classes[i] for i in probs.argmax(1)]})
+    frame = frame.join(pd.DataFrame(probs.round(4), columns=[f"p_{c}" for c in data.classes]))
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.sort_values("clip").to_csv(tmp, index=False)
 
 
 def write_confusion_png(path: Path, labels: np.ndarray, pred: np.ndarray, classes: list[str], title: str) -> None:
@@ -66,6 +78,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     metrics.update({"model": ckpt["model"], "params": count_parameters(model),
                     "inference_clips_per_second": round(len(test) / seconds, 1)})
     write_json(args.metrics, metrics)
+    write_predictions(Path(args.predictions), test, probs)
     write_json(args.confusion, [{"actual": test.classes[a], "predicted": test.classes[p]}
                                 for a, p in zip(test.labels, pred)])
     write_confusion_png(Path(args.png), test.labels, pred, test.classes,
@@ -81,6 +94,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=FEATURE_CACHE, help=f"HDF5 feature cache (default: {FEATURE_CACHE})")
     parser.add_argument("--metrics", default=EVAL_METRICS, help=f"metrics to write (default: {EVAL_METRICS})")
     parser.add_argument("--confusion", default=CONFUSION, help=f"confusion rows for dvc plots (default: {CONFUSION})")
+    parser.add_argument("--predictions", default=PREDICTIONS,
+                        help=f"per-clip test predictions (default: {PREDICTIONS})")
     parser.add_argument("--png", default=CONFUSION_PNG, help=f"confusion matrix image (default: {CONFUSION_PNG})")
 
 

@@ -18,3 +18,7 @@ TRAINING_CURVES = Path("metrics/training")           # train: dvclive curves per
 EVAL_METRICS = Path("metrics/eval.json")             # evaluate: test-split metrics
 CONFUSION = Path("metrics/confusion.json")           # evaluate: (actual, predicted) rows for dvc plots
 CONFUSION_PNG = Path("metrics/confusion.png")        # evaluate: the confusion matrix as an image
+PREDICTIONS = Path("metrics/predictions.csv")        # evaluate: per test clip: true, predicted, probabilities
+COMPARE_REPORT = Path("reports/compare.md")          # compare: cross-validated LSTM vs GRU, for people
+COMPARE_METRICS = Path("reports/compare.json")       # compare: the same numbers, for `dvc metrics show`
+COMPARE_PLOT = Path("reports/compare.png")           # compare: per-fold scores and intervals

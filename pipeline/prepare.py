@@ -1,8 +1,10 @@
 """Stage `prepare`: from release TSVs to a labelled, filtered, speaker-disjoint manifest.
 
 Accent identification is easy to fake: a model that recognises speakers scores well whenever a
-speaker's clips fall on both sides of a split.  So the default split puts every `client_id` in
-exactly one of train/dev/test; `data.split_by: clip` exists only to reproduce that inflated setup.
+speaker's clips fall on both sides of a split.  So every `client_id` is in exactly one of
+train/dev/test: by default the test split is one fold of a speaker-grouped k-fold cross-validation
+(`data.folds`, `data.fold`), so that `make compare` can score every speaker once.
+`data.split_by: clip` exists only to reproduce the original study's inflated setup.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import soundfile as sf
+from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.commonvoice import SPANISH_PRESETS, read_durations, read_tsv, split_accents
 from pipeline.config import DataConfig, Params
@@ -87,6 +91,31 @@ def split_speakers(frame: pd.DataFrame, data: DataConfig) -> dict[str, str]:
         for split, spks in members.items():
             assignment.update(dict.fromkeys(spks, split))
     return assignment
+
+
+def split_folds(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
+    """Speaker-grouped cross-validation: fold `data.fold` of `data.folds` is the test split, and the
+    dev split is carved from the other folds' speakers; returns each row's split.
+
+    Both cuts use sklearn's StratifiedGroupKFold (groups = speakers, stratified by class, shuffled
+    with data.seed), so across the k values of data.fold every speaker is in exactly one test fold,
+    and no speaker is in two splits.  The dev share of the remaining speakers is
+    dev / (train + dev) of data.split.
+    """
+    labels, speakers = frame["label"].to_numpy(), frame["speaker"].to_numpy()
+    n_speakers = frame["speaker"].nunique()
+    if n_speakers < data.folds:
+        raise StageError(f"data.folds = {data.folds} needs at least {data.folds} speakers; {n_speakers} are left "
+                         "after filtering: lower data.folds (0 = one split by data.split)")
+    outer = StratifiedGroupKFold(n_splits=data.folds, shuffle=True, random_state=data.seed)
+    test = np.zeros(len(frame), dtype=bool)
+    test[list(outer.split(frame, labels, speakers))[data.fold][1]] = True
+    dev_parts = max(2, round((data.split.train + data.split.dev) / data.split.dev))
+    inner = StratifiedGroupKFold(n_splits=dev_parts, shuffle=True, random_state=data.seed)
+    rest = np.flatnonzero(~test)
+    dev = np.zeros(len(frame), dtype=bool)
+    dev[rest[next(inner.split(rest, labels[rest], speakers[rest]))[1]]] = True
+    return pd.Series(np.where(test, "test", np.where(dev, "dev", "train")), index=frame.index)
 
 
 def split_clips(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
@@ -206,7 +235,12 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
     if rows["label"].nunique() < 2:
         raise StageError(f"{locale_dir}: fewer than two classes left after filtering (dropped: "
                          f"{dict((k, v) for k, v in dropped.items() if v)}); check data.classes and data.tsvs")
-    split = rows["speaker"].map(split_speakers(rows, data)) if data.split_by == "speaker" else split_clips(rows, data)
+    if data.split_by == "clip":
+        split = split_clips(rows, data)
+    elif data.folds >= 2:
+        split = split_folds(rows, data)
+    else:
+        split = rows["speaker"].map(split_speakers(rows, data))
     rows = rows.assign(split=split, audio_path=[str(clips_dir / c) for c in rows["clip"]])
     rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
     return rows, split_metrics(rows, dropped)

@@ -1,8 +1,11 @@
-import yaml
-
 import json
 
-from pipeline.compare import experiment_commands, experiment_rows, main, markdown
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.compare import experiment_commands, experiment_revs, main, markdown, metrics_json, summarise
 from pipeline.config import parse_params
 from pipeline.network import PRESETS
 from tests.helpers import ROOT
@@ -20,39 +23,77 @@ def apply_overrides(raw: dict, args: list[str]) -> dict:
     return raw
 
 
-def test_every_experiment_is_a_valid_configuration_differing_in_cell_and_preset():
-    commands = experiment_commands([*PRESETS, "default"])
-    assert len(commands) == 2 * (len(PRESETS) + 1)
-    seen = set()
-    for cmd in commands:
-        name = cmd[cmd.index("--name") + 1]
+def test_every_experiment_is_a_valid_configuration_of_its_cell_fold_seed_and_preset():
+    runs = experiment_commands([*PRESETS, "default"], folds=5, seeds=[None, 7])
+    assert len(runs) == (len(PRESETS) + 1) * 2 * 2 * 5
+    assert len({run["name"] for run, _ in runs}) == len(runs)
+    for run, cmd in runs:
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
         p = parse_params(apply_overrides(raw, cmd[cmd.index("--name") + 2:]))
-        preset, cell = name.rsplit("-", 1)
-        assert p.model == cell
-        for key, value in PRESETS.get(preset, {}).items():
+        assert (p.model, p.data.fold) == (run["cell"], run["fold"])
+        assert p.train.seed == (run["seed"] if run["seed"] is not None else raw["train"]["seed"])
+        for key, value in PRESETS.get(run["preset"], {}).items():
             assert getattr(p.rnn, key) == value
-        seen.add(name)
-    assert "advanced-gru" in seen and "default-lstm" in seen
 
 
-def test_dry_run_prints_the_commands(capsys):
+def test_dry_run_prints_a_run_per_cell_and_fold(capsys):
     assert main(["--presets", "basic", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "dvc exp run --name basic-lstm -S model=lstm -S rnn.hidden_size=313" in out
-    assert "dvc exp run --name basic-gru -S model=gru" in out
+    lines = capsys.readouterr().out.splitlines()
+    folds = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["folds"]
+    assert len(lines) == 2 * folds
+    assert lines[0].startswith("$ dvc exp run --name basic-lstm-f0 -S model=lstm -S data.fold=0 -S rnn.hidden_size=313")
+    assert any(line.startswith(f"$ dvc exp run --name basic-gru-f{folds - 1} -S model=gru") for line in lines)
 
 
-def test_table_from_dvc_exp_show_json():
+def test_experiment_revisions_from_dvc_exp_show_json():
     shown = [{"rev": "workspace", "name": None, "experiments": None},
              {"rev": "abc", "name": "main", "experiments": [
-                 {"name": "basic-gru", "revs": [{"rev": "123456789", "name": "basic-gru", "data": {
-                     "params": {"params.yaml": {"data": {"model": "gru"}}},
-                     "metrics": {"metrics/eval.json": {"data": {"accuracy": 0.6, "macro_f1": 0.5, "params": 10}},
-                                 "metrics/train.json": {"data": {"train_seconds": 12.5}}}}}]}]}]
-    rows = experiment_rows(json.loads(json.dumps(shown)))
-    assert rows == [{"experiment": "basic-gru", "model": "gru", "accuracy": 0.6, "balanced_accuracy": None,
-                     "macro_f1": 0.5, "speaker_accuracy": None, "params": 10, "inference_clips_per_second": None,
-                     "train_seconds": 12.5}]
-    table = markdown(rows).splitlines()
-    assert table[0].startswith("| experiment | model | accuracy |") and table[2].startswith("| basic-gru | gru | 0.6 |")
+                 {"name": "default-gru-f0", "revs": [{"rev": "123456789", "name": "default-gru-f0", "data": {
+                     "rev": "123456789",
+                     "metrics": {"metrics/eval.json": {"data": {"balanced_accuracy": 0.6, "macro_f1": 0.5}}}}}]}]}]
+    assert experiment_revs(json.loads(json.dumps(shown))) == {
+        "default-gru-f0": {"rev": "123456789", "eval": {"balanced_accuracy": 0.6, "macro_f1": 0.5}}}
+
+
+def fake_results(n_folds=3, speakers_per_fold=8, clips=3, gru_better=False):
+    """Runs of two cells over folds with known predictions: LSTM right on even speakers only; GRU the
+    same, or right everywhere."""
+    rng = np.random.default_rng(0)
+    results = []
+    for cell in ("lstm", "gru"):
+        for fold in range(n_folds):
+            rows = []
+            for s in range(speakers_per_fold):
+                speaker = f"f{fold}s{s}"
+                label = ["a", "b"][s % 2]
+                right = (s // 2) % 2 == 0 or (cell == "gru" and gru_better)
+                for k in range(clips):
+                    p = 0.9 if right else 0.2
+                    pa = p if label == "a" else 1 - p
+                    rows.append({"clip": f"{speaker}c{k}", "speaker": speaker, "label": label,
+                                 "predicted": "a" if pa > 0.5 else "b", "p_a": pa, "p_b": 1 - pa})
+            frame = pd.DataFrame(rows)
+            ba = float(np.mean([(frame[frame.label == c].predicted == c).mean() for c in "ab"]))
+            results.append({"name": f"default-{cell}-f{fold}", "preset": "default", "cell": cell, "fold": fold,
+                            "seed": None, "eval": {"balanced_accuracy": ba, "macro_f1": ba},
+                            "predictions": frame.sample(frac=1, random_state=int(rng.integers(100)))})
+    return results
+
+
+def test_summary_pools_folds_and_pairs_the_cells():
+    summary = summarise(fake_results(), n_boot=300)
+    lstm, gru = summary["default"]["cells"]["lstm"], summary["default"]["cells"]["gru"]
+    assert lstm["clips"] == 3 * 8 * 3 and lstm["speakers"] == 24
+    assert lstm["pooled_balanced_accuracy"]["value"] == pytest.approx(0.5)
+    assert lstm["balanced_accuracy_mean"] == pytest.approx(0.5) and lstm["balanced_accuracy_sd"] == 0
+    assert lstm["pooled_speaker_accuracy"] == pytest.approx(0.5)
+    d = summary["default"]["gru_minus_lstm"]
+    assert d["difference"] == 0 and d["verdict"].startswith("No significant difference")
+
+    better = summarise(fake_results(gru_better=True), n_boot=300)["default"]
+    assert better["cells"]["gru"]["pooled_balanced_accuracy"]["value"] == 1.0
+    assert better["gru_minus_lstm"]["ci_low"] > 0 and better["gru_minus_lstm"]["verdict"].startswith("GRU is better")
+    report = markdown({"default": better}, "python -m pipeline.compare", 3.2)
+    assert "| GRU | 1.000, 1.000, 1.000 | 1.000 ± 0.000 |" in report and "**Verdict:** GRU is better" in report
+    flat = metrics_json({"default": better})
+    assert flat["default"]["gru"]["pooled_balanced_accuracy"] == 1.0 and "mcnemar_p" in flat["default"]["gru_minus_lstm"]

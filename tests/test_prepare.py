@@ -11,6 +11,9 @@ from pipeline.stage import StageError
 from tests.helpers import CARIBE, MEXICO, NORTE, SUR, balanced_rows, make_release, params, speaker_id
 
 
+SINGLE_SPLIT = {"data.folds": 0}  # one split by data.split fractions, not cross-validation folds
+
+
 def run(tmp_path, rows, **overrides):
     locale = make_release(tmp_path, rows, audio=False)
     for row in rows:  # clips only need to exist for prepare
@@ -56,7 +59,7 @@ def test_caps_per_speaker_and_class(tmp_path):
 def test_free_text_beside_one_class_keeps_the_row(tmp_path):
     rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)
     rows[0]["accents"] = f"{NORTE},catalán"
-    frame, _ = run(tmp_path, rows)
+    frame, _ = run(tmp_path, rows, **SINGLE_SPLIT)
     assert frame.loc[frame["clip"] == rows[0]["path"], "label"].item() == "espana"
     assert frame.loc[frame["clip"] == rows[0]["path"], "accents"].item() == f"{NORTE}|catalán"
 
@@ -64,7 +67,7 @@ def test_free_text_beside_one_class_keeps_the_row(tmp_path):
 def test_no_speaker_crosses_splits_and_every_split_has_each_class(tmp_path):
     rows = balanced_rows(speakers_per_class=10, clips_per_speaker=3)
     rows += [{"client_id": speaker_id(50), "path": f"prolific{k}.mp3", "accents": SUR} for k in range(25)]
-    frame, metrics = run(tmp_path, rows)
+    frame, metrics = run(tmp_path, rows, **SINGLE_SPLIT)
     assert (frame.groupby("speaker")["split"].nunique() == 1).all()
     assert frame.loc[frame["speaker"] == speaker_id(50), "split"].unique().tolist() == ["train"]
     for split in SPLITS:
@@ -85,7 +88,7 @@ def test_split_is_deterministic_and_follows_the_seed(tmp_path):
 
 def test_clip_split_leaks_speakers_as_the_original_study_did(tmp_path):
     rows = balanced_rows(speakers_per_class=4, clips_per_speaker=10)
-    frame, _ = run(tmp_path, rows, **{"data.split_by": "clip"})
+    frame, _ = run(tmp_path, rows, **{**SINGLE_SPLIT, "data.split_by": "clip"})
     assert (frame.groupby("speaker")["split"].nunique() > 1).any()
     assert frame["split"].value_counts()["train"] == pytest.approx(0.6 * len(frame), abs=2)
 
@@ -94,8 +97,14 @@ def test_warns_when_a_class_cannot_fill_every_split(tmp_path, capsys):
     rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)
     rows += [{"client_id": speaker_id(60 + n), "path": f"car{n}.mp3", "accents": CARIBE} for n in range(1)]
     classes = {"espana": [NORTE], "america": [MEXICO], "caribe": [CARIBE]}
-    run(tmp_path, rows, **{"data.classes": classes, "data.min_speakers": 1})
+    run(tmp_path, rows, **{**SINGLE_SPLIT, "data.classes": classes, "data.min_speakers": 1})
     assert "class 'caribe' has too few speakers to appear in dev, test" in capsys.readouterr().err
+
+
+def test_more_folds_than_speakers_is_a_clear_error(tmp_path):
+    rows = balanced_rows(speakers_per_class=2, clips_per_speaker=2)
+    with pytest.raises(StageError, match=r"data.folds = 5 needs at least 5 speakers; 4 are left .* lower data.folds"):
+        run(tmp_path, rows, **{"data.min_speakers": 1})
 
 
 def test_fewer_than_two_classes_is_a_clear_error(tmp_path):
@@ -113,3 +122,20 @@ def test_stage_writes_manifest_and_metrics(tmp_path):
     assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "duration"]
     assert json.loads((tmp_path / "data.json").read_text())["clips"]["train"]
     assert not list(tmp_path.glob(".m.tsv*")), "no temporary file left behind"
+
+
+def test_folds_are_speaker_disjoint_and_cover_every_labelled_speaker_once(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
+    tests, everyone = [], None
+    for fold in range(5):
+        manifest, _ = run(tmp_path / f"f{fold}", [dict(r) for r in rows], **{"data.folds": 5, "data.fold": fold})
+        by_split = {s: set(manifest[manifest["split"] == s]["speaker"]) for s in SPLITS}
+        assert not (by_split["train"] & by_split["dev"]) and not (by_split["train"] & by_split["test"])
+        assert not (by_split["dev"] & by_split["test"])
+        everyone = everyone or set(manifest["speaker"])
+        assert set(manifest["speaker"]) == everyone  # each fold uses every labelled speaker
+        # stratified: each class has speakers in the test fold (10 per class, 5 folds: 2 each)
+        assert manifest[manifest["split"] == "test"].groupby("label")["speaker"].nunique().tolist() == [2, 2]
+        tests.append(by_split["test"])
+    assert sum(len(t) for t in tests) == len(everyone) and set().union(*tests) == everyone
+    assert len(everyone) == 20
