@@ -152,7 +152,8 @@ def read_epoch(cache: str, batches: int, batch_size: int, cold: bool) -> dict:
     batches the way `train` does and reports clips/s, bytes read from disk per clip byte (cold:
     the file's pages are dropped from the page cache first), and the process's peak memory."""
     from pipeline.cache import SplitData
-    from pipeline.data import bucketed_batches, iterate
+    from pipeline.config import NormaliseConfig
+    from pipeline.data import Normaliser, bucketed_batches, iterate
 
     def disk_read_bytes() -> int:
         return int(next(line for line in open("/proc/self/io") if line.startswith("read_bytes")).split()[1])
@@ -164,7 +165,8 @@ def read_epoch(cache: str, batches: int, batch_size: int, cold: bool) -> dict:
     data = SplitData(cache, "train")
     order = bucketed_batches(data.lengths, batch_size, np.random.default_rng(1))[:batches]
     before, start = disk_read_bytes(), time.perf_counter()
-    clips = sum(len(batch.index) for batch in iterate(data, order))
+    normalise = Normaliser(NormaliseConfig(True, False, False), data.mean, data.std)
+    clips = sum(len(batch.index) for batch in iterate(data, order, normalise))
     seconds = time.perf_counter() - start
     clip_bytes = int(sum(data.lengths[b].sum() for b in order)) * data.frames.dtype.itemsize * data.frames.shape[1]
     hwm = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
@@ -197,6 +199,7 @@ def bench_lazy_read(scratch: Path, features, gigabytes: float, batches: int, bat
 def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
     from pipeline.cache import SplitData
     from pipeline.metrics import classification_metrics
+    from pipeline.data import Normaliser
     from pipeline.inference import predict_proba
     from pipeline.network import load_model_file
     from pipeline.train import train
@@ -215,7 +218,7 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
         out = scratch / "model.pt"
         metrics = train(p, cache, out, scratch / "live")
         model, ckpt = load_model_file(out)
-        probs = predict_proba(model, test.clip, test.lengths, ckpt["mean"].numpy(), ckpt["std"].numpy(), 64,
+        probs = predict_proba(model, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt), 64,
                               torch.device("cpu"))
         scores, _ = classification_metrics(test.labels, probs, test.speakers, test.classes)
         results[name] = {"train_clips_per_second": metrics["train_clips_per_second"],

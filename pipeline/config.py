@@ -83,10 +83,11 @@ class RNNConfig:
     num_layers: int = field(metadata=_check(min=1))
     bidirectional: bool
     dropout: float = field(metadata=_check(min=0, max=1))
-    pooling: str = field(metadata=_check(choices=("last", "mean", "attention")))
+    pooling: str = field(metadata=_check(choices=("last", "mean", "attention", "stats")))
     frontend: str = field(metadata=_check(choices=("none", "conv")))
     frontend_channels: int = field(metadata=_check(min=1))
     frontend_stride: int = field(metadata=_check(choices=(1, 2, 4, 8)))
+    frontend_kernel: int = field(metadata=_check(min=1))
     head_hidden: list[int] = field(metadata=_check(min=1))
     head_dropout: float = field(metadata=_check(min=0, max=1))
 
@@ -100,13 +101,37 @@ class SpecAugmentConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    time_stretch: float = field(metadata=_check(min=0, max=0.5))
+    freq_warp: float = field(metadata=_check(min=0, max=0.5))
+    freq_shift: int = field(metadata=_check(min=0))
+    crop: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
+
+
+@dataclass(frozen=True)
+class AdversaryConfig:
+    weight: float = field(metadata=_check(min=0))
+    ramp_epochs: int = field(metadata=_check(min=0))
+    hidden: int = field(metadata=_check(min=1))
+
+
+@dataclass(frozen=True)
+class NormaliseConfig:
+    global_stats: bool
+    utterance_mean: bool
+    utterance_std: bool
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = field(metadata=_check(min=0))
     epochs: int = field(metadata=_check(min=1))
     batch_size: int = field(metadata=_check(min=1))
     bucketing: bool
+    optimizer: str = field(metadata=_check(choices=("adam", "adamw")))
     lr: float = field(metadata=_check(min=0, min_exclusive=True))
     weight_decay: float = field(metadata=_check(min=0))
+    schedule: str = field(metadata=_check(choices=("plateau", "plateau_loss", "cosine", "constant")))
     lr_factor: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
     lr_patience: int = field(metadata=_check(min=0))
     early_stopping_patience: int = field(metadata=_check(min=1))
@@ -114,6 +139,8 @@ class TrainConfig:
     class_weights: bool
     label_smoothing: float = field(metadata=_check(min=0, max=1))
     specaugment: SpecAugmentConfig
+    augment: AugmentConfig
+    adversary: AdversaryConfig
 
 
 @dataclass(frozen=True)
@@ -129,6 +156,7 @@ class Params:
     model: str = field(metadata=_check(choices=("lstm", "gru")))
     data: DataConfig
     features: FeaturesConfig
+    normalise: NormaliseConfig
     rnn: RNNConfig
     train: TrainConfig
     runtime: RuntimeConfig
@@ -228,6 +256,9 @@ def _cross_check(p: Params) -> None:
     if p.data.min_seconds >= p.data.max_seconds:
         raise ConfigError("params.yaml: 'data.min_seconds' must be below 'data.max_seconds'")
     f = p.features
+    if p.rnn.frontend_kernel % 2 == 0:
+        raise ConfigError(f"params.yaml: 'rnn.frontend_kernel' is {p.rnn.frontend_kernel}; it must be odd "
+                          "(centred convolutions keep ceil(frames / stride) frames)")
     if f.win_length > f.n_fft:
         raise ConfigError(f"params.yaml: 'features.win_length' ({f.win_length}) must be <= 'features.n_fft' ({f.n_fft})")
     if f.fmax > f.sample_rate / 2 or f.fmin >= f.fmax:

@@ -20,6 +20,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from pipeline.cache import SplitData
 from pipeline.config import Params
+from pipeline.data import Normaliser
 from pipeline.inference import predict_proba
 from pipeline.metrics import classification_metrics
 from pipeline.network import ModelFileError, count_parameters, load_model_file
@@ -66,9 +67,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if ckpt["classes"] != test.classes:
         raise StageError(f"{args.model_file}: trained on classes {ckpt['classes']}, the cache has {test.classes}; "
                          "retrain (dvc repro train)")
-    mean, std = ckpt["mean"].numpy(), ckpt["std"].numpy()
     start = time.perf_counter()
-    probs = predict_proba(model, test.clip, test.lengths, mean, std, params.runtime.inference_batch_size, device)
+    probs = predict_proba(model, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt),
+                          params.runtime.inference_batch_size, device)
     seconds = time.perf_counter() - start
     pred = probs.argmax(1)
     metrics, absent = classification_metrics(test.labels, probs, test.speakers, test.classes)

@@ -22,8 +22,7 @@ from pipeline.config import RNNConfig
 FORMAT = "acento-model"
 # 2: the cell is stored under "model", as params.yaml and eval.json name it (1 said "cell").
 FORMAT_VERSION = 2
-REQUIRED_KEYS = ("model", "n_mels", "rnn", "classes", "features", "mean", "std", "state_dict")
-CONV_KERNEL = 5
+REQUIRED_KEYS = ("model", "n_mels", "rnn", "classes", "features", "normalise", "mean", "std", "state_dict")
 
 # The original study's models, as overrides of the `rnn` section (see `make compare` and README).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -42,14 +41,17 @@ def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class ConvFrontend(nn.Module):
-    """Strided 1-D convolutions over time: fewer, richer steps for the RNN (stride 4 = 4x fewer)."""
+    """Strided 1-D convolutions over time: fewer, richer steps for the RNN (stride 4 = 4x fewer).
 
-    def __init__(self, n_mels: int, channels: int, stride: int):
+    One layer of stride 2 per halving (one layer of stride 1 for stride 1), each `kernel` frames wide.
+    """
+
+    def __init__(self, n_mels: int, channels: int, stride: int, kernel: int):
         super().__init__()
         n_layers = max(1, int(math.log2(stride)))
         strides = [2] * int(math.log2(stride)) if stride > 1 else [1]
         self.layers = nn.ModuleList(
-            nn.Conv1d(n_mels if i == 0 else channels, channels, CONV_KERNEL, stride=s, padding=CONV_KERNEL // 2)
+            nn.Conv1d(n_mels if i == 0 else channels, channels, kernel, stride=s, padding=kernel // 2)
             for i, s in zip(range(n_layers), strides))
         self.activation = nn.GELU()
 
@@ -78,7 +80,7 @@ class AccentClassifier(nn.Module):
     def __init__(self, n_mels: int, n_classes: int, cell: str, cfg: RNNConfig):
         super().__init__()
         self.cell, self.cfg = cell, cfg
-        self.frontend = ConvFrontend(n_mels, cfg.frontend_channels, cfg.frontend_stride) \
+        self.frontend = ConvFrontend(n_mels, cfg.frontend_channels, cfg.frontend_stride, cfg.frontend_kernel) \
             if cfg.frontend == "conv" else None
         rnn_in = cfg.frontend_channels if self.frontend else n_mels
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
@@ -87,6 +89,9 @@ class AccentClassifier(nn.Module):
         width = cfg.hidden_size * (2 if cfg.bidirectional else 1)
         self.attention = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1)) \
             if cfg.pooling == "attention" else None
+        if cfg.pooling == "stats":
+            width *= 2  # mean and standard deviation side by side
+        self.pooled_size = width
         layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
         for hidden in cfg.head_hidden:
             layers += [nn.Linear(width, hidden), nn.SiLU(), nn.Dropout(cfg.head_dropout)]
@@ -98,7 +103,12 @@ class AccentClassifier(nn.Module):
         return self.frontend.out_lengths(lengths) if self.frontend else lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: [batch, time, n_mels] padded; lengths: [batch] real frames. Returns logits."""
+        """x: [batch, time, n_mels] padded; lengths: [batch] real frames. Returns logits [batch, classes]."""
+        return self.head(self.pool(x, lengths))
+
+    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The utterance vector [batch, pooled_size] that the head classifies (and, in training, the
+        speaker adversary tries to identify the speaker from)."""
         if self.frontend is not None:
             x, lengths = self.frontend(x, lengths)
         lengths = lengths.cpu().clamp(min=1)
@@ -111,24 +121,61 @@ class AccentClassifier(nn.Module):
         else:
             out, _ = pad_packed_sequence(out, batch_first=True)
             mask = valid_mask(lengths.to(out.device), out.shape[1])
-            if self.cfg.pooling == "mean":
-                pooled = (out * mask[..., None]).sum(1) / lengths.to(out.device, out.dtype)[:, None]
+            n = lengths.to(out.device, out.dtype)[:, None]
+            if self.cfg.pooling in ("mean", "stats"):
+                pooled = (out * mask[..., None]).sum(1) / n
+                if self.cfg.pooling == "stats":
+                    var = (((out - pooled[:, None]) ** 2) * mask[..., None]).sum(1) / n
+                    pooled = torch.cat([pooled, var.clamp_min(1e-6).sqrt()], dim=1)
             else:
                 scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
                 pooled = (torch.softmax(scores, dim=1)[..., None] * out).sum(1)
-        return self.head(pooled)
+        return pooled
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times -strength backward (Ganin & Lempitsky's reversal layer)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, strength: float) -> torch.Tensor:
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.strength * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    return _ReverseGradient.apply(x, strength)
+
+
+class SpeakerAdversary(nn.Module):
+    """Guesses the training speaker from the pooled vector through a gradient-reversal layer: it learns
+    to identify speakers, while the reversed gradient pushes the network's pooled vector to carry no
+    speaker identity (domain-adversarial training, used for accent and language ID).  Training only:
+    it is not part of the model file."""
+
+    def __init__(self, pooled_size: int, n_speakers: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(pooled_size, hidden), nn.ReLU(), nn.Linear(hidden, n_speakers))
+
+    def forward(self, pooled: torch.Tensor, strength: float) -> torch.Tensor:
+        return self.net(reverse_gradient(pooled, strength))
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def checkpoint(model: AccentClassifier, n_mels: int, classes: list[str], features: dict,
+def checkpoint(model: AccentClassifier, n_mels: int, classes: list[str], features: dict, normalise: dict,
                mean: torch.Tensor, std: torch.Tensor) -> dict:
-    """Everything inference needs, in types `torch.load(weights_only=True)` accepts."""
+    """Everything inference needs, in types `torch.load(weights_only=True)` accepts: the network's
+    settings and weights, the class names, and how to turn audio into its input (feature parameters,
+    normalisation settings and the training split's per-mel mean and std)."""
     return {"format": FORMAT, "version": FORMAT_VERSION, "model": model.cell, "n_mels": n_mels,
             "rnn": dataclasses.asdict(model.cfg), "classes": list(classes), "features": dict(features),
-            "mean": mean.detach().cpu().float(), "std": std.detach().cpu().float(),
+            "normalise": dict(normalise), "mean": mean.detach().cpu().float(), "std": std.detach().cpu().float(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 

@@ -21,6 +21,7 @@ import torch
 
 from pipeline.audio import AudioError, extract_all
 from pipeline.config import stored_features_config
+from pipeline.data import Normaliser
 from pipeline.inference import predict_proba
 from pipeline.network import ModelFileError, load_model_file
 from pipeline.paths import MODEL_FILE
@@ -50,11 +51,11 @@ def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, devi
     a few batches at a time (sorted by length inside, so batches carry little padding).
     """
     cfg = stored_features_config(ckpt["features"])
-    mean, std, classes = ckpt["mean"].numpy(), ckpt["std"].numpy(), ckpt["classes"]
+    normalise, classes = Normaliser.from_checkpoint(ckpt), ckpt["classes"]
 
     def flush(chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[dict]:
         clips = [r for _, r in chunk if not isinstance(r, AudioError)]
-        probs = iter(predict_proba(network, clips.__getitem__, np.array([len(c) for c in clips]), mean, std,
+        probs = iter(predict_proba(network, clips.__getitem__, np.array([len(c) for c in clips]), normalise,
                                    batch_size, device)) if clips else iter(())
         for path, result in chunk:
             if isinstance(result, AudioError):

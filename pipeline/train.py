@@ -26,10 +26,10 @@ from dvclive import Live
 
 from pipeline.cache import SplitData
 from pipeline.config import Params
-from pipeline.data import bucketed_batches, iterate, prefetch
+from pipeline.data import Normaliser, bucketed_batches, iterate, prefetch
 from pipeline.inference import predict_proba
 from pipeline.metrics import macro_f1
-from pipeline.network import AccentClassifier, checkpoint, count_parameters
+from pipeline.network import AccentClassifier, SpeakerAdversary, checkpoint, count_parameters
 from pipeline.paths import FEATURE_CACHE, MODEL_FILE, TRAIN_METRICS, TRAINING_CURVES
 from pipeline.runtime import configure_torch, select_device
 from pipeline.stage import StageError, atomic_path, progress, run_stage, write_json
@@ -48,15 +48,15 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def validate(model: torch.nn.Module, data: SplitData, batch_size: int, device: torch.device,
-             class_weight: torch.Tensor | None) -> dict:
+def validate(model: torch.nn.Module, data: SplitData, normalise: Normaliser, batch_size: int,
+             device: torch.device, class_weight: torch.Tensor | None) -> dict:
     """Dev loss (class-weighted like the training loss), accuracy and macro-F1 of `data`.
 
     The probabilities come back to the CPU, so the loss is computed there, with the class weights
     brought to the CPU too: nothing from the training device is mixed in (a CUDA weight with CPU
     log-probabilities crashed the first dev evaluation on GPUs).
     """
-    probs = predict_proba(model, data.clip, data.lengths, data.mean, data.std, batch_size, device)
+    probs = predict_proba(model, data.clip, data.lengths, normalise, batch_size, device)
     log_probs = torch.log(torch.from_numpy(probs).clamp_min(1e-12))
     weight = None if class_weight is None else class_weight.to(log_probs.device)
     loss = torch.nn.functional.nll_loss(log_probs, torch.from_numpy(data.labels), weight=weight).item()
@@ -66,7 +66,8 @@ def validate(model: torch.nn.Module, data: SplitData, batch_size: int, device: t
 
 @dataclass
 class EarlyStopping:
-    """Keeps the best dev result and its weights; says when `patience` epochs brought nothing better."""
+    """Keeps the best dev result (by macro-F1) and its weights; says when `patience` epochs brought
+    nothing better."""
     patience: int
     best: dict = field(default_factory=lambda: {"macro_f1": -1.0})
     best_epoch: int = 0
@@ -105,9 +106,17 @@ class Trainer:
         self.loss_fn = torch.nn.CrossEntropyLoss(
             weight=None if self.class_weight is None else self.class_weight.to(self.device),
             label_smoothing=cfg.label_smoothing)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=cfg.lr_factor,
-                                                                    patience=cfg.lr_patience)
+        self.normalise = Normaliser(params.normalise, self.train_data.mean, self.train_data.std)
+        self.adversary = None
+        if cfg.adversary.weight > 0:
+            # speaker ids of the training split only: the adversary never sees dev or test speakers
+            self.speaker_ids = np.unique(self.train_data.speakers, return_inverse=True)[1]
+            self.adversary = SpeakerAdversary(self.model.pooled_size, int(self.speaker_ids.max()) + 1,
+                                              cfg.adversary.hidden).to(self.device)
+        trained = [*self.model.parameters(), *(self.adversary.parameters() if self.adversary else [])]
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        self.optimizer = optimizer(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.rng = np.random.default_rng(cfg.seed)
@@ -119,7 +128,7 @@ class Trainer:
         model.train()
         batches = bucketed_batches(self.train_data.lengths, cfg.batch_size, self.rng, cfg.bucketing)
         total_loss, correct = 0.0, 0
-        batch_stream = iterate(self.train_data, batches, cfg.specaugment, self.rng)
+        batch_stream = iterate(self.train_data, batches, self.normalise, (cfg.augment, cfg.specaugment), self.rng)
         if self.train_data.lazy:
             # Read from disk in a background thread while this batch trains.  Not for a split in
             # memory: there a batch is a copy, and the extra thread only competes with torch's
@@ -127,11 +136,17 @@ class Trainer:
             batch_stream = prefetch(batch_stream)
         bar = progress(batch_stream, total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                        leave=False)
+        strength = self.adversary_strength(epoch)
         for batch in bar:
             x, y = batch.features.to(device, non_blocking=True), batch.labels.to(device)
             with torch.autocast(device.type, enabled=self.amp):
-                logits = model(x, batch.lengths)
+                pooled = model.pool(x, batch.lengths)
+                logits = model.head(pooled)
                 loss = self.loss_fn(logits.float(), y)
+                if self.adversary is not None:
+                    speakers = torch.from_numpy(self.speaker_ids[batch.index]).to(device)
+                    speaker_logits = self.adversary(pooled, strength).float()
+                    loss = loss + cfg.adversary.weight * torch.nn.functional.cross_entropy(speaker_logits, speakers)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -145,8 +160,36 @@ class Trainer:
         n = len(self.train_data)
         return {"loss": total_loss / n, "accuracy": correct / n}
 
+    def adversary_strength(self, epoch: int) -> float:
+        """The reversed gradient's strength in `epoch` (1-based): rising linearly from 0 over
+        `ramp_epochs` epochs, so the adversary first learns what identifies a speaker."""
+        ramp = self.cfg.adversary.ramp_epochs
+        return 1.0 if ramp == 0 else min(1.0, (epoch - 1) / ramp)
+
     def validate(self) -> dict:
-        return validate(self.model, self.dev_data, self.inference_batch_size, self.device, self.class_weight)
+        return validate(self.model, self.dev_data, self.normalise, self.inference_batch_size, self.device,
+                        self.class_weight)
+
+    def step_schedule(self, dev: dict) -> None:
+        """Advances the learning-rate schedule after an epoch, on the dev score it follows."""
+        if self.cfg.schedule == "plateau":
+            self.scheduler.step(dev["macro_f1"])
+        elif self.cfg.schedule == "plateau_loss":
+            self.scheduler.step(dev["loss"])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """plateau: cut on a dev macro-F1 plateau (the metric that picks the checkpoint; the dev loss can
+    rise through over-confidence while the F1 still improves, and cutting on it collapsed the
+    learning rate early); plateau_loss: cut on a dev loss plateau; cosine: to 0 over `epochs`."""
+    if cfg.schedule in ("plateau", "plateau_loss"):
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if cfg.schedule == "plateau" else "min",
+                                                          factor=cfg.lr_factor, patience=cfg.lr_patience)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
 
 
 def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improved: bool) -> None:
@@ -180,7 +223,7 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
             train_seconds += time.perf_counter() - start
             epochs_run = epoch
             dev = trainer.validate()
-            trainer.scheduler.step(dev["loss"])
+            trainer.step_schedule(dev)
             improved = stopper.update(epoch, dev, trainer.model)
             log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
             if stopper.should_stop:
@@ -191,7 +234,7 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
     model.load_state_dict(stopper.best_state)
     # The feature parameters the cache was built with travel with the model, for `predict`.
     ckpt = checkpoint(model, data.feature_config.n_mels, data.classes, dataclasses.asdict(data.feature_config),
-                      torch.from_numpy(data.mean), torch.from_numpy(data.std))
+                      dataclasses.asdict(params.normalise), torch.from_numpy(data.mean), torch.from_numpy(data.std))
     with atomic_path(model_out, suffix=".pt") as tmp:
         torch.save(ckpt, tmp)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,

@@ -29,9 +29,10 @@ def test_padding_changes_nothing(cell, pooling, frontend, bidirectional):
     torch.testing.assert_close(batched[0], alone[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [3, 5, 9])
 @pytest.mark.parametrize("stride", [1, 2, 4, 8])
-def test_conv_frontend_lengths(stride):
-    front = ConvFrontend(n_mels=10, channels=4, stride=stride)
+def test_conv_frontend_lengths(stride, kernel):
+    front = ConvFrontend(n_mels=10, channels=4, stride=stride, kernel=kernel)
     lengths = torch.tensor([1, 5, 8, 100, 101])
     out, out_lengths = front(torch.randn(5, 101, 10), lengths)
     assert out.shape[1] == out_lengths.max()
@@ -59,7 +60,8 @@ def test_presets_reproduce_the_original_models():
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     m = model("lstm")
     path = tmp_path / "model.pt"
-    torch.save(checkpoint(m, 10, ["a", "b", "c"], {"n_mels": 10}, torch.zeros(10), torch.ones(10)), path)
+    torch.save(checkpoint(m, 10, ["a", "b", "c"], {"n_mels": 10}, {"global_stats": True}, torch.zeros(10),
+                          torch.ones(10)), path)
     loaded, ckpt = load_model_file(path)
     assert ckpt["classes"] == ["a", "b", "c"] and ckpt["model"] == "lstm"
     x = torch.randn(2, 50, 10)

@@ -6,6 +6,7 @@ import soundfile as sf
 import torch
 
 from pipeline.cache import SplitData
+from pipeline.data import Normaliser
 from pipeline.inference import predict_proba
 from pipeline.network import load_model_file
 from pipeline.predict import main as predict_main
@@ -21,7 +22,7 @@ def run(capsys, *argv):
 def test_json_probabilities_sum_to_one_and_labels_agree_with_evaluate(cache, trained_model, capsys):
     test = SplitData(cache, "test")
     model, ckpt = load_model_file(trained_model)
-    probs = predict_proba(model, test.clip, test.lengths, ckpt["mean"].numpy(), ckpt["std"].numpy(), 8,
+    probs = predict_proba(model, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt), 8,
                           torch.device("cpu"))
     files = [cache.parent / clip for clip in test.clips]
     code, out, _ = run(capsys, "--model", trained_model, "--json", *files)

@@ -6,7 +6,7 @@ import torch
 
 from pipeline.cache import SplitData
 from pipeline.data import bucketed_batches, iterate
-from pipeline.train import class_weights, train
+from pipeline.train import Trainer, class_weights, train
 from tests.helpers import params
 
 TINY = {"train.epochs": 3, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
@@ -57,12 +57,14 @@ def test_bucketing_groups_similar_lengths_and_keeps_every_clip():
 
 def test_batches_are_normalised_padded_with_zero_and_augment_only_when_asked(cache):
     data = SplitData(cache, "train")
-    batch = next(iterate(data, [np.array([0, 1, 2])]))
+    normalise = Trainer(params(**TINY), cache).normalise
+    batch = next(iterate(data, [np.array([0, 1, 2])], normalise))
     assert batch.features.shape == (3, int(batch.lengths.max()), 64)
     for row, n in enumerate(batch.lengths.tolist()):
         assert torch.all(batch.features[row, n:] == 0)
-    aug = params(**{"train.specaugment.freq_masks": 2, "train.specaugment.freq_width": 10}).train.specaugment
-    masked = next(iterate(data, [np.array([0, 1, 2])], aug, np.random.default_rng(0)))
+    cfg = params(**{"train.specaugment.freq_masks": 2, "train.specaugment.freq_width": 10}).train
+    masked = next(iterate(data, [np.array([0, 1, 2])], normalise, (cfg.augment, cfg.specaugment),
+                          np.random.default_rng(0)))
     assert (masked.features == 0).sum() > (batch.features == 0).sum()
 
 
