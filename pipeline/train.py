@@ -70,14 +70,17 @@ class EarlyStopping:
     nothing better."""
     patience: int
     best: dict = field(default_factory=lambda: {"macro_f1": -1.0})
+    best_train: dict = field(default_factory=dict)
     best_epoch: int = 0
     best_state: dict | None = None
     stale: int = 0
 
-    def update(self, epoch: int, dev: dict, model: torch.nn.Module) -> bool:
-        """Records epoch `epoch`'s dev scores; returns whether they are the best so far."""
+    def update(self, epoch: int, dev: dict, model: torch.nn.Module, train: dict | None = None) -> bool:
+        """Records epoch `epoch`'s dev scores (and its training scores); returns whether they are the
+        best so far."""
         if dev["macro_f1"] > self.best["macro_f1"]:
             self.best, self.best_epoch, self.stale = dev, epoch, 0
+            self.best_train = dict(train or {})
             self.best_state = copy.deepcopy(model.state_dict())
             return True
         self.stale += 1
@@ -224,7 +227,7 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
             epochs_run = epoch
             dev = trainer.validate()
             trainer.step_schedule(dev)
-            improved = stopper.update(epoch, dev, trainer.model)
+            improved = stopper.update(epoch, dev, trainer.model, train_scores)
             log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
             if stopper.should_stop:
                 print(f"early stop: no better dev macro-F1 for {stopper.stale} epochs")
@@ -239,6 +242,9 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
         torch.save(ckpt, tmp)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
             "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()},
+            # training-split scores of the chosen epoch (with augmentation on): the gap to best_dev
+            # is how much the model learned that does not carry over to new speakers
+            "best_train": {k: round(float(v), 4) for k, v in stopper.best_train.items()},
             "train_seconds": round(train_seconds, 1),
             "train_clips_per_second": round(epochs_run * len(data) / train_seconds, 1),
             "parameters": count_parameters(model), "device": trainer.device.type}

@@ -1,0 +1,214 @@
+"""Which training choices make a model learn accents rather than voices: an ablation by speaker-grouped
+cross-validation, in one process.
+
+Each variant is a set of overrides of params.yaml.  For every variant, cell and fold of
+`data.folds`, the model is trained on the fold's training speakers, its epoch picked on its dev
+speakers, and its test-fold predictions kept; the folds' predictions are pooled (every labelled
+speaker once) into a balanced accuracy with a 95% speaker-bootstrap interval (`pipeline.stats`).
+Nothing is chosen on a test fold.  The features of each fold are computed once and shared by all
+variants (they depend on the split, not on the model), and folds train in parallel processes.
+
+This is the study behind the defaults in params.yaml (README: "Accent, not voice"); `make compare`
+is the user-facing comparison of cells, with every run a DVC experiment.
+
+  python -m pipeline.ablate --variants baseline +utterance_norm --cells gru
+  python -m pipeline.ablate --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.config import parse_params
+from pipeline.stage import write_json
+
+OUT = Path("reports/ablation")
+# Cumulative steps from the defaults this project had before the study ("baseline") to the chosen
+# defaults: each row adds one change to the row above it.
+BASELINE = {"normalise.utterance_mean": False, "normalise.utterance_std": False, "rnn.hidden_size": 128,
+            "rnn.num_layers": 2, "rnn.dropout": 0.2, "rnn.pooling": "attention", "rnn.frontend_stride": 4,
+            "rnn.frontend_kernel": 5, "train.optimizer": "adam", "train.weight_decay": 0.0,
+            "train.schedule": "plateau_loss", "train.class_weights": True, "train.epochs": 30,
+            "train.early_stopping_patience": 6, "train.augment.time_stretch": 0.0, "train.augment.freq_warp": 0.0,
+            "train.augment.freq_shift": 0, "train.augment.crop": 1.0, "train.specaugment.freq_masks": 0,
+            "train.specaugment.time_masks": 0, "train.adversary.weight": 0.0}
+STEPS: list[tuple[str, dict]] = [
+    ("baseline", {}),
+    ("+utterance_norm", {"normalise.utterance_mean": True}),
+    ("+adamw_f1_schedule", {"train.optimizer": "adamw", "train.weight_decay": 0.01, "train.schedule": "plateau"}),
+    ("+smaller_rnn", {"rnn.hidden_size": 64}),
+    ("+stride_2", {"rnn.frontend_stride": 2}),
+    ("+augment", {"train.augment.time_stretch": 0.1, "train.augment.freq_warp": 0.08, "train.augment.freq_shift": 2,
+                  "train.augment.crop": 0.8, "train.specaugment.freq_masks": 1, "train.specaugment.time_masks": 1}),
+    ("+stats_pooling", {"rnn.pooling": "stats"}),
+    ("+speaker_adversary", {"train.adversary.weight": 0.3}),
+]
+
+
+def variants() -> dict[str, dict]:
+    """name -> overrides of params.yaml, each step including the ones above it."""
+    out, current = {}, dict(BASELINE)
+    for name, change in STEPS:
+        current = {**current, **change}
+        out[name] = dict(current)
+    return out
+
+
+def raw_params(path: Path, overrides: dict) -> dict:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        if leaf not in node:
+            raise SystemExit(f"error: override {dotted}: no such key in {path}")
+        node[leaf] = value
+    return raw
+
+
+def build_fold_caches(params_file: Path, scratch: Path) -> list[Path]:
+    """The feature cache of every fold (`data.fold` = 0 .. folds-1) of the release in params.yaml."""
+    from pipeline.download import resolve_source
+    from pipeline.features import build_cache
+    from pipeline.prepare import prepare
+    from pipeline.runtime import resolve_count
+
+    base = parse_params(raw_params(params_file, {}))
+    locale_dir = resolve_source(base)
+    caches = []
+    for fold in range(base.data.folds):
+        data = dataclasses.replace(base.data, fold=fold)
+        manifest, _ = prepare(data, locale_dir)
+        cache = scratch / f"fold{fold}.h5"
+        build_cache(manifest, base.features, cache, resolve_count(base.features.workers))
+        caches.append(cache)
+    return caches
+
+
+def run_fold(job: dict) -> dict:
+    """Trains one variant/cell on one fold's cache; returns its test predictions and dev/train scores.
+    Runs in a worker process with one torch thread (faster than two on small recurrent batches)."""
+    import contextlib
+    import io
+
+    import torch
+
+    from pipeline.cache import SplitData
+    from pipeline.data import Normaliser
+    from pipeline.inference import predict_proba
+    from pipeline.network import load_model_file
+    from pipeline.train import train
+
+    params = parse_params(raw_params(Path(job["params_file"]),
+                                     {**job["overrides"], "model": job["cell"], "runtime.num_threads": 1}))
+    work = Path(job["scratch"]) / f"{job['variant']}-{job['cell']}-{job['fold']}"
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live")
+    network, ckpt = load_model_file(work / "model.pt")
+    test = SplitData(job["cache"], "test")
+    probs = predict_proba(network, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt),
+                          params.runtime.inference_batch_size, torch.device("cpu"))
+    shutil.rmtree(work, ignore_errors=True)
+    return {**{k: job[k] for k in ("variant", "cell", "fold")}, "best_dev": metrics["best_dev"],
+            "best_train": metrics["best_train"], "best_epoch": metrics["best_epoch"],
+            "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
+            "classes": test.classes, "labels": test.labels.tolist(), "pred": probs.argmax(1).tolist(),
+            "speakers": test.speakers.tolist()}
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    from pipeline.stats import pooled_balanced_accuracy
+
+    rows = []
+    for (variant, cell), group in pd.DataFrame(runs).groupby(["variant", "cell"], sort=False):
+        speakers = np.concatenate([np.asarray(s) for s in group["speakers"]])
+        labels = np.concatenate([np.asarray(v) for v in group["labels"]])
+        pred = np.concatenate([np.asarray(v) for v in group["pred"]])
+        pooled = pooled_balanced_accuracy(speakers, labels, pred)
+        train_acc = np.mean([r["accuracy"] for r in group["best_train"]])
+        dev_acc = np.mean([r["accuracy"] for r in group["best_dev"]])
+        rows.append({"variant": variant, "cell": cell, "pooled_balanced_accuracy": round(pooled["value"], 4),
+                     "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
+                     "train_accuracy": round(float(train_acc), 3), "dev_accuracy": round(float(dev_acc), 3),
+                     "gap": round(float(train_acc - dev_acc), 3), "folds": int(len(group)),
+                     "mean_best_epoch": round(float(group["best_epoch"].mean()), 1),
+                     "train_seconds_per_fold": round(float(group["train_seconds"].mean()), 1)})
+    return rows
+
+
+def markdown(rows: list[dict], command: str, minutes: float) -> str:
+    lines = ["# Ablation: pooled out-of-fold balanced accuracy on unseen speakers", "",
+             f"Made by `{command}` in {minutes:.0f} min. Each row adds one change to the row above; 95% "
+             "intervals resample speakers. Train/dev accuracy: at each fold's chosen epoch (train with "
+             "augmentation on), mean over folds.", "",
+             "| variant | cell | pooled balanced accuracy [95% CI] | train acc | dev acc | gap | best epoch | "
+             "train s/fold |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} | {r['dev_accuracy']:.3f} "
+                     f"| {r['gap']:+.3f} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=None, help="variant names (default: all; see --list)")
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra overrides for every variant (YAML values), e.g. train.epochs=15")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: 2)")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the report (default: reports/ablation)")
+    parser.add_argument("--list", action="store_true", help="print the variants and their overrides")
+    args = parser.parse_args(argv)
+    table = variants()
+    if args.list:
+        print(json.dumps(table, indent=2))
+        return 0
+    chosen = args.variants or list(table)
+    unknown = [v for v in chosen if v not in table]
+    if unknown:
+        print(f"error: unknown variant(s) {', '.join(unknown)}; see --list", file=sys.stderr)
+        return 2
+    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    start = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
+    try:
+        caches = build_fold_caches(args.params, scratch)
+        jobs = [{"variant": v, "cell": c, "fold": f, "cache": str(cache), "overrides": {**table[v], **extra},
+                 "params_file": str(args.params), "scratch": str(scratch)}
+                for v in chosen for c in args.cells for f, cache in enumerate(caches)]
+        runs = []
+        with ProcessPoolExecutor(args.workers) as pool:
+            for run in pool.map(run_fold, jobs):
+                runs.append(run)
+                print(f"{run['variant']:>20} {run['cell']} fold {run['fold']}: dev macro-F1 "
+                      f"{run['best_dev']['macro_f1']:.3f} (train acc {run['best_train'].get('accuracy', 0):.3f}) "
+                      f"epoch {run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rows = summarise(runs)
+    command = "python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = markdown(rows, command.strip(), (time.perf_counter() - start) / 60)
+    (args.out / "ablation.md").write_text(report, encoding="utf-8")
+    write_json(args.out / "ablation.json", {"rows": rows, "variants": {v: table[v] for v in chosen}, "extra": extra})
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
