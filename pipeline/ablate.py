@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.config import parse_params
+from pipeline.config import apply_overrides, parse_params
 from pipeline.stage import write_json
 
 OUT = Path("reports/ablation")
@@ -49,10 +49,10 @@ STEPS: list[tuple[str, dict]] = [
     ("+utterance_norm", {"normalise.utterance_mean": True}),
     ("+adamw_f1_schedule", {"train.optimizer": "adamw", "train.weight_decay": 0.01, "train.schedule": "plateau"}),
     ("+smaller_rnn", {"rnn.hidden_size": 64}),
-    ("+stride_2", {"rnn.frontend_stride": 2}),
     ("+augment", {"train.augment.time_stretch": 0.1, "train.augment.freq_warp": 0.08, "train.augment.freq_shift": 2,
                   "train.augment.crop": 0.8, "train.specaugment.freq_masks": 1, "train.specaugment.time_masks": 1}),
     ("+stats_pooling", {"rnn.pooling": "stats"}),
+    ("+stride_2", {"rnn.frontend_stride": 2}),
     ("+speaker_adversary", {"train.adversary.weight": 0.3}),
 ]
 
@@ -67,16 +67,7 @@ def variants() -> dict[str, dict]:
 
 
 def raw_params(path: Path, overrides: dict) -> dict:
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        if leaf not in node:
-            raise SystemExit(f"error: override {dotted}: no such key in {path}")
-        node[leaf] = value
-    return raw
+    return apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
 
 
 def build_fold_caches(params_file: Path, scratch: Path) -> list[Path]:
@@ -133,7 +124,11 @@ def summarise(runs: list[dict]) -> list[dict]:
     from pipeline.stats import pooled_balanced_accuracy
 
     rows = []
-    for (variant, cell), group in pd.DataFrame(runs).groupby(["variant", "cell"], sort=False):
+    frame = pd.DataFrame(runs)
+    folds = frame["fold"].nunique()
+    for (variant, cell), group in frame.groupby(["variant", "cell"], sort=False):
+        if len(group) < folds:
+            continue  # still running
         speakers = np.concatenate([np.asarray(s) for s in group["speakers"]])
         labels = np.concatenate([np.asarray(v) for v in group["labels"]])
         pred = np.concatenate([np.asarray(v) for v in group["pred"]])
@@ -191,23 +186,30 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [{"variant": v, "cell": c, "fold": f, "cache": str(cache), "overrides": {**table[v], **extra},
                  "params_file": str(args.params), "scratch": str(scratch)}
                 for v in chosen for c in args.cells for f, cache in enumerate(caches)]
-        runs = []
+        runs, report = [], ""
         with ProcessPoolExecutor(args.workers) as pool:
             for run in pool.map(run_fold, jobs):
                 runs.append(run)
                 print(f"{run['variant']:>20} {run['cell']} fold {run['fold']}: dev macro-F1 "
                       f"{run['best_dev']['macro_f1']:.3f} (train acc {run['best_train'].get('accuracy', 0):.3f}) "
                       f"epoch {run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
+                if run["fold"] == len(caches) - 1:  # a variant and cell complete: the report so far
+                    report = write_report(runs, args, argv, chosen, table, extra, start)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    print(report)
+    return 0
+
+
+def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | None, chosen: list[str],
+                 table: dict, extra: dict, start: float) -> str:
     rows = summarise(runs)
     command = "python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(rows, command.strip(), (time.perf_counter() - start) / 60)
     (args.out / "ablation.md").write_text(report, encoding="utf-8")
     write_json(args.out / "ablation.json", {"rows": rows, "variants": {v: table[v] for v in chosen}, "extra": extra})
-    print(report)
-    return 0
+    return report
 
 
 if __name__ == "__main__":

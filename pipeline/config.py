@@ -268,6 +268,22 @@ def _cross_check(p: Params) -> None:
         raise ConfigError("params.yaml: 'data.sha256' must be 64 hex digits, or empty to skip the check")
 
 
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """`raw` (params.yaml as loaded) with dotted keys replaced, as `dvc exp run -S key=value` does;
+    a key that params.yaml does not have is an error, as it is for DVC."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"params.yaml: override '{dotted}': no section '{key}'")
+            node = node[key]
+        if leaf not in node:
+            raise ConfigError(f"params.yaml: override '{dotted}': no such key")
+        node[leaf] = value
+    return raw
+
+
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml: the file must hold a mapping of sections (model, data, features, ...)")

@@ -10,7 +10,7 @@ import soundfile as sf
 import yaml
 
 from pipeline.commonvoice import SPANISH_PRESETS
-from pipeline.config import Params, parse_params
+from pipeline.config import Params, apply_overrides, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "cv-corpus-sample-es.tar.gz"
@@ -71,14 +71,7 @@ def balanced_rows(speakers_per_class: int = 6, clips_per_speaker: int = 3, secon
 
 def raw_params(**overrides) -> dict:
     """The project's params.yaml as a dict, with dotted overrides applied."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return raw
+    return apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")), overrides)
 
 
 def params(**overrides) -> Params:

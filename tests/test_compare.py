@@ -6,21 +6,15 @@ import pytest
 import yaml
 
 from pipeline.compare import experiment_commands, experiment_revs, main, markdown, metrics_json, summarise
-from pipeline.config import parse_params
+from pipeline.config import apply_overrides, parse_params
 from pipeline.network import PRESETS
 from tests.helpers import ROOT
 
 
-def apply_overrides(raw: dict, args: list[str]) -> dict:
-    """What `dvc exp run -S key=value` does to params.yaml (values parsed as YAML, like Hydra)."""
-    for key, value in (a.split("=", 1) for a in args[1::2]):
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        assert leaf in node, f"-S {key}: DVC refuses keys that params.yaml does not have"
-        node[leaf] = yaml.safe_load(value)
-    return raw
+def apply_set_args(raw: dict, args: list[str]) -> dict:
+    """What `dvc exp run -S key=value ...` does to params.yaml (values parsed as YAML, like Hydra;
+    an unknown key is refused, as DVC refuses it)."""
+    return apply_overrides(raw, {key: yaml.safe_load(value) for key, value in (a.split("=", 1) for a in args[1::2])})
 
 
 def test_every_experiment_is_a_valid_configuration_of_its_cell_fold_seed_and_preset():
@@ -29,7 +23,7 @@ def test_every_experiment_is_a_valid_configuration_of_its_cell_fold_seed_and_pre
     assert len({run["name"] for run, _ in runs}) == len(runs)
     for run, cmd in runs:
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-        p = parse_params(apply_overrides(raw, cmd[cmd.index("--name") + 2:]))
+        p = parse_params(apply_set_args(raw, cmd[cmd.index("--name") + 2:]))
         assert (p.model, p.data.fold) == (run["cell"], run["fold"])
         assert p.train.seed == (run["seed"] if run["seed"] is not None else raw["train"]["seed"])
         for key, value in PRESETS.get(run["preset"], {}).items():

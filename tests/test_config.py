@@ -13,7 +13,7 @@ def test_project_params_load_with_the_public_keys():
     p = load_params(ROOT / "params.yaml")
     assert p.model in ("lstm", "gru")
     assert p.data.source.endswith(".tar.gz")
-    assert set(p.data.classes) == {"espana", "america"}
+    assert set(p.data.classes) == {"norte", "sur", "mexico", "caribe", "andino", "rioplatense", "chileno"}
     assert isinstance(p.train.seed, int)
 
 
@@ -65,7 +65,7 @@ def test_unknown_key_is_named_with_the_allowed_ones():
 
 def test_accent_in_two_classes_is_refused():
     raw = raw_params()
-    raw["data"]["classes"]["america"].append(raw["data"]["classes"]["espana"][0])
+    raw["data"]["classes"]["mexico"].append(raw["data"]["classes"]["norte"][0])
     with pytest.raises(ConfigError, match="is in both"):
         parse_params(raw)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -67,7 +68,9 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     train_speakers = sum(data["speakers"]["train"].values())
     assert train_speakers >= 30
     features = json.loads((work / "metrics/features.json").read_text())
-    assert sum(features["failed"].values()) == 0 and features["clips"]["train"] > 0
+    # the sample's unreadable and silent clips are skipped and counted, the rest cached
+    assert features["failed"]["unreadable_audio"] > 0 and features["failed"]["silent_audio"] > 0
+    assert features["clips"]["train"] > 0
     lstm = json.loads((work / "metrics/eval.json").read_text())
     assert lstm["model"] == "lstm"
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "speaker_accuracy", "per_class", "params",
@@ -77,6 +80,9 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     confusion = json.loads((work / "metrics/confusion.json").read_text())
     assert len(confusion) == lstm["clips"] and {"actual", "predicted"} <= set(confusion[0])
     assert (work / "metrics/confusion.png").read_bytes()[:4] == b"\x89PNG"
+    predictions = pd.read_csv(work / "metrics/predictions.csv")
+    assert len(predictions) == lstm["clips"] and predictions["speaker"].nunique() == lstm["speakers"]
+    assert [c for c in predictions.columns if c.startswith("p_")] == [f"p_{c}" for c in sorted(lstm["per_class"])]
     assert (work / "models/model.pt").exists()
 
     # Nothing changed: a second repro reruns only the always-changed download stage.
@@ -148,3 +154,30 @@ def test_every_stage_has_help(repo):
         text = " ".join(run(sys.executable, "-m", f"pipeline.{stage}", "--help").stdout.split())
         assert text.startswith("usage: ") and f"Stage `{stage}`:" in text, stage
         assert "--params" in text and f"(default: {output})" in text, stage
+
+
+def test_compare_cross_validates_both_cells_as_experiments_and_writes_the_reports(repo):
+    work, run = repo
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["folds"] = 2  # the workflow under test, not the numbers: two folds keep it short
+    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    run("dvc", "repro")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "two folds")
+    out = run(sys.executable, "-m", "pipeline.compare").stdout
+    assert "**Verdict:**" in out
+    report = (work / "reports/compare.md").read_text()
+    assert "| LSTM |" in report and "| GRU |" in report and "GRU − LSTM on the same clips" in report
+    assert (work / "reports/compare.png").read_bytes()[:4] == b"\x89PNG"
+    shown = json.loads(run("dvc", "metrics", "show", "--json").stdout)
+    flat = json.dumps(shown)
+    assert "reports/compare.json" in flat and "pooled_balanced_accuracy" in flat
+    names = {row["name"] for row in exp_show_names(json.loads(run("dvc", "exp", "show", "--json").stdout))}
+    assert {"default-lstm-f0", "default-lstm-f1", "default-gru-f0", "default-gru-f1"} <= names
+    # the workspace is HEAD's again
+    assert run("git", "status", "--porcelain", "--", "params.yaml", "metrics", "dvc.lock").stdout == ""
+
+
+def exp_show_names(shown: list[dict]) -> list[dict]:
+    return [{"name": rev.get("name") or exp.get("name")} for baseline in shown
+            for exp in baseline.get("experiments") or [] for rev in exp.get("revs") or []]

@@ -8,10 +8,13 @@ from pipeline.manifest import SPLITS
 from pipeline.prepare import DROP_REASONS, prepare
 from pipeline.prepare import run as prepare_run
 from pipeline.stage import StageError
-from tests.helpers import CARIBE, MEXICO, NORTE, SUR, balanced_rows, make_release, params, speaker_id
+from tests.helpers import CARIBE, CENTRO, MEXICO, NORTE, SUR, balanced_rows, make_release, params, speaker_id
 
 
 SINGLE_SPLIT = {"data.folds": 0}  # one split by data.split fractions, not cross-validation folds
+
+
+TWO_CLASSES = {"espana": [NORTE, CENTRO, SUR], "america": [MEXICO, CARIBE]}  # unless a test gives its own
 
 
 def run(tmp_path, rows, **overrides):
@@ -19,7 +22,7 @@ def run(tmp_path, rows, **overrides):
     for row in rows:  # clips only need to exist for prepare
         if not row.get("_no_file"):
             (locale / "clips" / row["path"]).write_bytes(b"")
-    return prepare(params(**overrides).data, locale)
+    return prepare(params(**{"data.classes": TWO_CLASSES, **overrides}).data, locale)
 
 
 def test_each_drop_reason_is_counted(tmp_path):
