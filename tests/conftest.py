@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from pipeline.download import extract_release
 from pipeline.features import build_cache
-from tests.helpers import params, tone
+from tests.helpers import SAMPLE, params, tone
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,10 @@ def trained_model(cache, tmp_path_factory):
             "train.batch_size": 4, "runtime.num_threads": 1}
     train(params(**tiny), cache, out, out.parent / "live")
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_clips(tmp_path_factory):
+    """13 real clips of the bundled sample (MP3 of 3-4 s, 48 kHz and 32 kHz, silence before and after)."""
+    locale = extract_release(SAMPLE, tmp_path_factory.mktemp("sample"), "es")
+    return sorted((locale / "clips").glob("*.mp3"))[::45]
