@@ -73,9 +73,10 @@ def test_non_model_file_is_refused(tmp_path, capsys):
 def test_predicting_imports_only_what_it_needs_and_no_stage_imports_librosa():
     """A one-clip `acento-predict` should cost little more than importing torch: none of the stage-only
     libraries, and no librosa or scipy anywhere (the features stage computes log-mels as predict does)."""
-    code = ("import json, sys; import pipeline.predict; a = set(sys.modules); "
-            "import pipeline.features; print(json.dumps([sorted(a), sorted(sys.modules)]))")
+    code = ("import json, sys; import pipeline.predict; a = set(sys.modules); import pipeline.serve; "
+            "b = set(sys.modules); import pipeline.features; print(json.dumps([sorted(a), sorted(b), sorted(sys.modules)]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    predict, features = (set(m.split(".")[0] for m in mods) for mods in json.loads(out))
+    predict, serve, features = (set(m.split(".")[0] for m in mods) for mods in json.loads(out))
     assert "torch" in predict and not predict & set(HEAVY)
+    assert "fastapi" in serve and not serve & set(HEAVY)
     assert "pandas" in features and not features & {"librosa", "scipy", "numba"}
