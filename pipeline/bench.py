@@ -372,8 +372,9 @@ def bench_service(model_path: Path, manifest: pd.DataFrame, clients: int, reques
 
     port = free_port()
     bodies = [multipart(Path(p).name, Path(p).read_bytes()) for p in manifest["audio_path"]]
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a full pipe would stall the server
     server = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--model-file", str(model_path),
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -383,7 +384,8 @@ def bench_service(model_path: Path, manifest: pd.DataFrame, clients: int, reques
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"acento-serve did not start: {server.stderr.read() if server.stderr else ''}")
+                    log.seek(0)
+                    raise RuntimeError(f"acento-serve did not start: {log.read().strip()}") from None
                 time.sleep(0.2)
         # every clip once first: the allocator's high-water mark settles (batches of every length seen),
         # so what the load adds after it is what a leak would add
@@ -394,6 +396,7 @@ def bench_service(model_path: Path, manifest: pd.DataFrame, clients: int, reques
     finally:
         server.terminate()
         server.wait(30)
+        log.close()
     return {"server": f"acento-serve, concurrency {health['limits']['concurrency']}, queue {health['limits']['queue']}",
             "clip_seconds_mean": round(float(manifest["duration"].mean()), 2), "time_limit_s": time_limit,
             **load, "warm_up_requests": warm["requests"], "warm_up_errors": warm["errors"],
