@@ -1,7 +1,11 @@
-"""Decoding and log-mel features, shared by the `features` stage and `predict`.
+"""Decoding and log-mel features, shared by the `features` stage, `predict` and `serve`.
 
-Both must compute exactly the same features, so they share this one implementation, driven by the
-feature parameters that the HDF5 cache and the model file both carry.
+All must compute exactly the same features, so they share this one implementation, driven by the
+feature parameters that the HDF5 cache and the model file both carry.  It needs only numpy,
+libsndfile and soxr: the STFT, the Slaney mel filterbank and the silence trimming are written here
+(they reproduce librosa's `feature.melspectrogram` and `effects.trim` with their default settings;
+tests/test_features.py checks them against librosa), so predicting one clip does not pay
+librosa's import of numba and scipy (~3 s on two cores).
 """
 
 from __future__ import annotations
@@ -10,18 +14,21 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
-import librosa
 import numpy as np
 import soundfile as sf
 import soxr
+from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 
 from pipeline.config import FeaturesConfig
 from pipeline.stage import StageError
 
 LOG_FLOOR = 1e-10
+# Float files nominally hold +-1; far beyond, squares overflow float32 in the trimming and the power.
+MAX_SAMPLE = 1e6
+TRIM_AMIN = 1e-10  # power floor of the trimming's dB scale (librosa's amplitude_to_db amin 1e-5, squared)
 FAILURE_REASONS = ("missing_file", "unreadable_audio", "empty_audio", "silent_audio")  # AudioError.reason
 
 
@@ -35,22 +42,113 @@ class AudioError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def report(self) -> str:
+        """The reason and the message, as `predict --json` and `serve` report a file that failed."""
+        return f"{self.reason}: {self.message}"
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 at `sample_rate`, whatever the file's rate, channel count or format."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError("missing_file", f"{path}: no such file")
+
+class Decoded(NamedTuple):
+    audio: np.ndarray  # mono float32 at the requested rate
+    seconds: float     # duration of the whole source, cropped or not
+    cropped: bool      # True when the source was longer than `max_seconds` and only its start was read
+
+
+def decode(source: str | BinaryIO, sample_rate: int, name: str, max_seconds: float | None = None) -> Decoded:
+    """Mono float32 at `sample_rate`, whatever the format, rate or channel count of `source` (a path,
+    or a binary file object such as an upload held in memory); `name` is only used in messages.
+    With `max_seconds`, no more than that much is decoded (a long upload costs no more than a short one)."""
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            rate, total = f.samplerate, f.frames
+            limit = -1 if max_seconds is None else int(max_seconds * rate)
+            audio = f.read(limit if 0 <= limit < total else -1, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioError("unreadable_audio", f"{path}: cannot decode ({exc})") from None
+        why = getattr(exc, "error_string", None) or str(exc)  # libsndfile's reason, without its name for the source
+        raise AudioError("unreadable_audio", f"{name}: not readable as audio ({why})") from None
     if audio.size == 0:
-        raise AudioError("empty_audio", f"{path}: no samples")
+        raise AudioError("empty_audio", f"{name}: no samples")
+    peak = float(np.abs(audio).max())
+    if not peak <= MAX_SAMPLE:  # a float file can hold NaN, infinity or anything; they would poison a batch
+        raise AudioError("unreadable_audio", f"{name}: samples that are not finite or far beyond +-1 "
+                                             f"(peak {peak:g}, more than {MAX_SAMPLE:g})")
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return Decoded(np.ascontiguousarray(mono, dtype=np.float32), total / rate, 0 <= limit < total)
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 at `sample_rate` from a file, all of it."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError("missing_file", f"{path}: no such file")
+    return decode(str(path), sample_rate, str(path)).audio
+
+
+# --------------------------------------------------------------------------- log-mel, as librosa computes it
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+_MEL_HZ_STEP = 200.0 / 3
+_MEL_LOG_HZ = 1000.0
+_MEL_LOG_START = _MEL_LOG_HZ / _MEL_HZ_STEP
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = _MEL_LOG_START + np.log(np.maximum(hz, _MEL_LOG_HZ) / _MEL_LOG_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_LOG_HZ, log_part, hz / _MEL_HZ_STEP)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    log_part = _MEL_LOG_HZ * np.exp(_MEL_LOG_STEP * (np.maximum(mel, _MEL_LOG_START) - _MEL_LOG_START))
+    return np.where(mel >= _MEL_LOG_START, log_part, mel * _MEL_HZ_STEP)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """[n_mels, n_fft // 2 + 1] float32: triangles on the Slaney mel scale, each scaled to unit area
+    (norm="slaney"), as `librosa.filters.mel` builds them by default."""
+    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # Hz, band i spans i..i+2
+    width = np.diff(edges)
+    ramps = edges[:, None] - bin_hz[None, :]
+    rising, falling = -ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def hann_window(win_length: int, n_fft: int) -> np.ndarray:
+    """[n_fft] float64: a periodic Hann window of `win_length` samples, centred in zeros (librosa's
+    `get_window("hann", fftbins=True)` padded to n_fft)."""
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)
+    left = (n_fft - win_length) // 2
+    return np.pad(window, (left, n_fft - win_length - left))
+
+
+def centred_frames(audio: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """[1 + len(audio) // hop_length, frame_length] view: frame t is centred on sample t * hop_length,
+    the signal zero-padded by frame_length // 2 at both ends (librosa's center=True, pad_mode="constant")."""
+    return sliding_window_view(np.pad(audio, frame_length // 2), frame_length)[::hop_length]
+
+
+def power_spectrogram(audio: np.ndarray, window: np.ndarray, hop_length: int) -> np.ndarray:
+    """[frames, n_fft // 2 + 1] float32 |STFT|^2 with centred frames; n_fft = len(window).
+    The FFT runs in float64 (as librosa's, whose float64 window promotes the frames)."""
+    spec = np.fft.rfft(centred_frames(audio, len(window), hop_length) * window, axis=-1)
+    return (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+
+
+def trim_bounds(audio: np.ndarray, top_db: float, frame_length: int, hop_length: int) -> tuple[int, int]:
+    """[start, end) in samples of `audio` without its leading and trailing silence, by the rule of
+    `librosa.effects.trim`: a centred frame is silent when its RMS is more than `top_db` below the
+    loudest frame's.  Computed in the same order and precision, so the bounds agree to the sample."""
+    frames = centred_frames(audio, frame_length, hop_length).T  # [frame_length, frames]: librosa's layout
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=0))
+    db = 10.0 * np.log10(np.maximum(TRIM_AMIN, np.square(rms))) - 10.0 * np.log10(max(TRIM_AMIN, rms.max() ** 2))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return 0, 0
+    return int(loud[0]) * hop_length, min(len(audio), (int(loud[-1]) + 1) * hop_length)
 
 
 class LogMel:
@@ -58,26 +156,25 @@ class LogMel:
 
     def __init__(self, cfg: FeaturesConfig):
         self.cfg = cfg
-        self.mel_basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                                             fmin=cfg.fmin, fmax=cfg.fmax).astype(np.float32)
+        self.mel_basis_t = np.ascontiguousarray(
+            mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).T)  # [bins, n_mels]
+        self.window = hann_window(cfg.win_length, cfg.n_fft)
         self.max_samples = int(round(cfg.max_seconds * cfg.sample_rate))
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """[frames, n_mels] float32 for a mono clip at the configured rate."""
+        """[frames, n_mels] float32 for a mono clip at the configured rate: silence trimmed, cropped
+        to `max_seconds`, one frame per hop_length samples (plus one)."""
         cfg = self.cfg
         if cfg.trim_silence:
-            audio, _ = librosa.effects.trim(audio, top_db=cfg.trim_top_db, frame_length=cfg.win_length,
-                                            hop_length=cfg.hop_length)
+            start, end = trim_bounds(audio, cfg.trim_top_db, cfg.win_length, cfg.hop_length)
+            audio = audio[start:end]
         audio = audio[: self.max_samples]
         if len(audio) < cfg.win_length or not np.any(audio):
             raise AudioError("silent_audio", "nothing but silence after trimming")
-        spec = librosa.stft(audio, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                            window="hann", center=True)
-        power = spec.real ** 2 + spec.imag ** 2
-        mel = self.mel_basis @ power
+        mel = power_spectrogram(audio, self.window, cfg.hop_length) @ self.mel_basis_t
         if cfg.log:
             mel = np.log(np.maximum(mel, LOG_FLOOR))
-        return np.ascontiguousarray(mel.T, dtype=np.float32)
+        return np.ascontiguousarray(mel, dtype=np.float32)
 
     def from_file(self, path: str | Path) -> np.ndarray:
         return self(load_audio(path, self.cfg.sample_rate))

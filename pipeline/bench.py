@@ -1,4 +1,5 @@
-"""Benchmarks (`make bench`): feature extraction, cache reads, training and prediction speed.
+"""Benchmarks (`make bench`): feature extraction, cache reads, training, prediction, the command
+line's start-up and the service under load.
 
 Everything runs on the bundled sample, extracted into a scratch folder, and the results go to
 `bench/results.md` and `bench/results.json` with a description of the machine.  Timings belong
@@ -14,6 +15,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from pipeline.prepare import prepare
 from pipeline.runtime import available_cores, resolve_count
 
 SAMPLE = Path("data/sample/cv-corpus-sample-es.tar.gz")
+SECTIONS = ("features", "training", "predict", "cli", "service", "lazy")
 OUT = Path("bench")
 
 
@@ -66,7 +69,7 @@ def bench_features(manifest: pd.DataFrame, params, scratch: Path, repeat: int) -
     paths = manifest["audio_path"].tolist()
     seconds = float(manifest["duration"].sum())
     extractor = LogMel(cfg)
-    extractor.from_file(paths[0])  # warm-up: librosa's numba kernels, page cache
+    extractor.from_file(paths[0])  # warm-up: page cache
     n = len(paths)
     decode = timed(lambda: [sf.read(p, dtype="float32") for p in paths], repeat)
     with threadpool_limits(1, user_api="blas"):  # as in each worker of the stage
@@ -228,28 +231,180 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
     return results
 
 
+def five_second_clip(manifest: pd.DataFrame, scratch: Path) -> Path:
+    """A 5 s MP3 at 48 kHz made of the sample's first clips: the clip a user would try first."""
+    audio = np.concatenate([load_audio(p, 48000) for p in manifest["audio_path"][:2]])[:5 * 48000]
+    clip = scratch / "five_seconds.mp3"
+    sf.write(clip, audio, 48000, format="MP3")
+    return clip
+
+
 def bench_predict(model_path: Path, manifest: pd.DataFrame, scratch: Path) -> dict:
     from pipeline.network import load_model_file
     from pipeline.predict import classify_files, inference_threads
 
     model, ckpt = load_model_file(model_path)
     torch.set_num_threads(inference_threads(1, 1))
-    audio = np.concatenate([load_audio(p, 48000) for p in manifest["audio_path"][:2]])[:5 * 48000]
-    clip = scratch / "five_seconds.mp3"
-    sf.write(clip, audio, 48000, format="MP3")
+    clip = five_second_clip(manifest, scratch)
     list(classify_files([clip], model, ckpt, torch.device("cpu")))  # warm-up
     latencies = []
     for _ in range(30):
         start = time.perf_counter()
         list(classify_files([clip], model, ckpt, torch.device("cpu")))
         latencies.append(time.perf_counter() - start)
+    return {"single_5s_clip_ms_median": round(1000 * statistics.median(latencies), 1),
+            "single_5s_clip_ms_p90": round(1000 * sorted(latencies)[int(0.9 * len(latencies))], 1),
+            **batch_throughput(model_path, manifest), "model": ckpt["model"]}
+
+
+def batch_throughput(model_path: Path, manifest: pd.DataFrame) -> dict:
+    """`acento-predict`'s throughput on a folder of the sample's clips, in this process (best of 2)."""
+    from pipeline.network import load_model_file
+    from pipeline.predict import classify_files, inference_threads
+
+    model, ckpt = load_model_file(model_path)
     files = [Path(p) for p in manifest["audio_path"]]
     torch.set_num_threads(inference_threads(len(files), resolve_count(0)))
     batch = timed(lambda: list(classify_files(files, model, ckpt, torch.device("cpu"), 64, resolve_count(0))), 2)
-    return {"single_5s_clip_ms_median": round(1000 * statistics.median(latencies), 1),
-            "single_5s_clip_ms_p90": round(1000 * sorted(latencies)[int(0.9 * len(latencies))], 1),
-            "batch_clips_per_second": round(len(files) / batch, 1), "batch_clips": len(files),
-            "model": ckpt["model"]}
+    return {"batch_clips_per_second": round(len(files) / batch, 1), "batch_clips": len(files)}
+
+
+def predict_command() -> list[str]:
+    """`acento-predict` as a user runs it: the console script beside this interpreter, else `-m`."""
+    script = Path(sys.executable).with_name("acento-predict")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.predict"]
+
+
+def bench_cli(model_path: Path, manifest: pd.DataFrame, scratch: Path, runs: int = 5) -> dict:
+    """What a user waits for: the whole `acento-predict` process on one 5 s clip, beside a bare
+    `python -c "import torch"`, the two alternated so that both see the same load on the machine;
+    median of `runs` each."""
+    clip = five_second_clip(manifest, scratch)
+    cli = predict_command()
+    commands = {"bare_torch_import": [sys.executable, "-c", "import torch"],
+                "cli_one_5s_clip": cli + ["--model-file", str(model_path), str(clip)]}
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            seconds[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    return {"command": " ".join([Path(cli[0]).name, *cli[1:]]) + " --model-file MODEL five_seconds.mp3",
+            "runs": runs, **{f"{name}_s_median": round(v, 3) for name, v in median.items()},
+            "cli_vs_bare_torch_import": round(median["cli_one_5s_clip"] / median["bare_torch_import"], 2),
+            "all_runs_s": {name: [round(v, 3) for v in values] for name, values in seconds.items()}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_memory_mib(pid: int) -> dict:
+    """Resident and peak resident memory (VmRSS, VmHWM) of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {key: round(int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024, 1) for key in ("VmRSS", "VmHWM")}
+
+
+def load_test(port: int, bodies: list[bytes], clients: int, requests: int, time_limit: float) -> dict:
+    """`clients` threads post the clips of `bodies` (multipart, in turn) to /predict on 127.0.0.1 until
+    `requests` are answered or `time_limit` seconds pass; latencies and errors by status."""
+    import http.client
+    import threading
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    deadline = time.monotonic() + time_limit
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for n in counter:  # shared: each request number is taken once
+            if time.monotonic() > deadline:
+                return
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/predict", bodies[n % len(bodies)], headers)
+                response = conn.getresponse()
+                response.read()
+                outcome = None if response.status == 200 else str(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            with lock:
+                if outcome is None:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors[outcome] = errors.get(outcome, 0) + 1
+        conn.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    answered = len(latencies) + sum(errors.values())
+    return {"clients": clients, "requests": answered, "seconds": round(wall, 2),
+            "requests_per_second": round(answered / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p95_ms": round(float(np.percentile(ms, 95)), 1) if len(ms) else None,
+            "errors": sum(errors.values()), "errors_by_kind": errors}
+
+
+BOUNDARY = "acento-bench-boundary"
+
+
+def multipart(name: str, data: bytes) -> bytes:
+    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def bench_service(model_path: Path, manifest: pd.DataFrame, clients: int, requests: int, time_limit: float) -> dict:
+    """`acento-serve` under a bounded local load: its own process on 127.0.0.1, one sample clip per
+    request from `clients` threads of this process (on the same cores); the server's memory after a
+    warm-up and after the load (flat = no leak), beside the in-process batched throughput on the same clips."""
+    import urllib.request
+
+    port = free_port()
+    bodies = [multipart(Path(p).name, Path(p).read_bytes()) for p in manifest["audio_path"]]
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a full pipe would stall the server
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--model-file", str(model_path),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    health = json.loads(response.read())
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"acento-serve did not start: {log.read().strip()}") from None
+                time.sleep(0.2)
+        # every clip once first: the allocator's high-water mark settles (batches of every length seen),
+        # so what the load adds after it is what a leak would add
+        warm = load_test(port, bodies, clients, len(bodies), time_limit)
+        before = server_memory_mib(server.pid)
+        load = load_test(port, bodies, clients, requests, time_limit)
+        after = server_memory_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    return {"server": f"acento-serve, concurrency {health['limits']['concurrency']}, queue {health['limits']['queue']}",
+            "clip_seconds_mean": round(float(manifest["duration"].mean()), 2), "time_limit_s": time_limit,
+            **load, "warm_up_requests": warm["requests"], "warm_up_errors": warm["errors"],
+            "server_rss_mib": {"after_warm_up": before, "after_load": after},
+            "in_process": batch_throughput(model_path, manifest)}
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -257,7 +412,7 @@ def write_report(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# acento benchmarks", "", "Written by `make bench` (`python -m pipeline.bench`).", "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in results["machine"].items()]
-    for section in ("features", "training", "predict", "lazy_read"):
+    for section in ("features", "training", "predict", "cli", "service", "lazy_read"):
         if section in results:
             lines += ["", f"## {section}", "", "```json", json.dumps(results[section], indent=2), "```"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -267,10 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 training epochs per variant, no accuracy")
     parser.add_argument("--repeat", type=int, default=3, help="feature timings: best of N runs (default: 3)")
-    parser.add_argument("--only", nargs="+", choices=("features", "training", "predict", "lazy"),
-                        default=["features", "training", "predict", "lazy"])
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--lazy-gib", type=float, default=2.0,
                         help="size of the synthetic cache of the lazy-read benchmark (default: 2 GiB)")
+    parser.add_argument("--clients", type=int, default=8, help="service load test: concurrent clients (default: 8)")
+    parser.add_argument("--requests", type=int, default=500, help="service load test: requests (default: 500)")
+    parser.add_argument("--time-limit", type=float, default=180,
+                        help="service load test: stop after this many seconds (default: 180)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for results.md/.json (default: bench)")
     args = parser.parse_args(argv)
     params = load_params()
@@ -288,14 +446,20 @@ def main(argv: list[str] | None = None) -> int:
         if "training" in args.only:
             print("benchmarking training ...", flush=True)
             results["training"] = bench_training(cache, params, scratch, not args.quick)
+        model = MODEL_FILE
+        if {"predict", "cli", "service"} & set(args.only) and not model.exists():
+            from pipeline.train import train
+            model = scratch / "predict-model.pt"
+            train(params, cache, model, scratch / "live")
         if "predict" in args.only:
             print("benchmarking predict ...", flush=True)
-            model = MODEL_FILE
-            if not model.exists():
-                from pipeline.train import train
-                model = scratch / "predict-model.pt"
-                train(params, cache, model, scratch / "live")
             results["predict"] = bench_predict(model, manifest, scratch)
+        if "cli" in args.only:
+            print("benchmarking the command line's start-up ...", flush=True)
+            results["cli"] = bench_cli(model, manifest, scratch)
+        if "service" in args.only:
+            print(f"benchmarking the service ({args.clients} clients, {args.requests} requests) ...", flush=True)
+            results["service"] = bench_service(model, manifest, args.clients, args.requests, args.time_limit)
         if "lazy" in args.only:
             print(f"benchmarking lazy cache reads ({args.lazy_gib:g} GiB) ...", flush=True)
             results["lazy_read"] = bench_lazy_read(scratch, params.features, args.lazy_gib, 400,

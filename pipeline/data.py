@@ -11,13 +11,15 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
-from pipeline.cache import SplitData
 from pipeline.config import AugmentConfig, NormaliseConfig, SpecAugmentConfig
+
+if TYPE_CHECKING:  # an annotation only: `predict` batches clips without h5py and pandas (cache, manifest)
+    from pipeline.cache import SplitData
 
 T = TypeVar("T")
 

@@ -30,6 +30,7 @@ from pipeline.stage import StageError
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
 CHUNK_BATCHES = 4  # batches classified together; bounds memory for folders of any size
+FEW_FILES = 8  # up to this many files are decoded in this process: a process pool costs more than it saves
 
 
 def collect(inputs: list[str]) -> list[Path]:
@@ -43,6 +44,20 @@ def collect(inputs: list[str]) -> list[Path]:
     return files
 
 
+def classify_clips(clips: list[np.ndarray], network: torch.nn.Module, ckpt: dict, device: torch.device,
+                   batch_size: int = 64) -> list[dict]:
+    """{"label", "probs"} for each clip's log-mels ([frames, n_mels], as `LogMel` computes them with the
+    model file's feature parameters), normalised as the model file says; `classify_files` and `serve`
+    both classify through here."""
+    if not clips:
+        return []
+    probs = predict_proba(network, clips.__getitem__, np.array([len(c) for c in clips]),
+                          Normaliser.from_checkpoint(ckpt), batch_size, device)
+    classes = ckpt["classes"]
+    return [{"label": classes[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
+            for p in probs]
+
+
 def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, device: torch.device,
                    batch_size: int = 64, workers: int = 1) -> Iterator[dict]:
     """One result per file, in order: {"file", "label", "probs"} or {"file", "error"}.
@@ -51,22 +66,18 @@ def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, devi
     a few batches at a time (sorted by length inside, so batches carry little padding).
     """
     cfg = stored_features_config(ckpt["features"])
-    normalise, classes = Normaliser.from_checkpoint(ckpt), ckpt["classes"]
 
     def flush(chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[dict]:
-        clips = [r for _, r in chunk if not isinstance(r, AudioError)]
-        probs = iter(predict_proba(network, clips.__getitem__, np.array([len(c) for c in clips]), normalise,
-                                   batch_size, device)) if clips else iter(())
+        results = iter(classify_clips([r for _, r in chunk if not isinstance(r, AudioError)], network, ckpt,
+                                      device, batch_size))
         for path, result in chunk:
             if isinstance(result, AudioError):
-                yield {"file": str(path), "error": f"{result.reason}: {result}"}
+                yield {"file": str(path), "error": result.report()}
             else:
-                p = next(probs)
-                yield {"file": str(path), "label": classes[int(p.argmax())],
-                       "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
+                yield {"file": str(path), **next(results)}
 
     chunk: list[tuple[Path, np.ndarray | AudioError]] = []
-    results = extract_all([str(f) for f in files], cfg, workers if len(files) > 8 else 1,
+    results = extract_all([str(f) for f in files], cfg, workers if len(files) > FEW_FILES else 1,
                           one_worker_hint="--workers 1")
     for path, result in zip(files, results):
         chunk.append((path, result))
@@ -77,10 +88,14 @@ def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, devi
 
 
 def inference_threads(n_files: int, workers: int) -> int:
-    """Torch threads that leave the decoding processes their cores (oversubscribed OpenMP threads
-    spin: measured 40 ms -> 3.8 s per clip with two threads on two busy cores)."""
+    """Torch threads for the network. A few files: one (a batch of a few clips is too small to share
+    out, and an OpenMP thread that finds its core busy spins: measured 20 ms -> 4 s for one 5 s clip
+    with two threads on two busy cores). More, with decoding processes: the cores those leave free
+    (measured 40 ms -> 3.8 s per clip when oversubscribed). More, decoded here: every core."""
+    if n_files <= FEW_FILES:
+        return 1
     cores = available_cores()
-    return max(1, cores - workers) if n_files > 8 and workers > 1 else cores
+    return max(1, cores - workers) if workers > 1 else cores
 
 
 def format_row(result: dict, top: int) -> str:

@@ -1,11 +1,13 @@
 """Fixtures shared by several test modules."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 
+from pipeline.download import extract_release
 from pipeline.features import build_cache
-from tests.helpers import params, tone
+from tests.helpers import SAMPLE, params, tone
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,20 @@ def trained_model(cache, tmp_path_factory):
             "train.batch_size": 4, "runtime.num_threads": 1}
     train(params(**tiny), cache, out, out.parent / "live")
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_clips(tmp_path_factory):
+    """12 real clips of the bundled sample: 4 at each of its rates (16, 32 and 48 kHz MP3), longer than 1.5 s,
+    with silence before and after; the sample's deliberately broken clips are left out."""
+    locale = extract_release(SAMPLE, tmp_path_factory.mktemp("sample"), "es")
+    by_rate: dict[int, list] = {}
+    for path in sorted((locale / "clips").glob("*.mp3")):
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError):
+            continue
+        if info.duration > 1.5 and len(by_rate.setdefault(info.samplerate, [])) < 4 \
+                and np.abs(sf.read(str(path), dtype="float32")[0]).max() > 0.01:
+            by_rate[info.samplerate].append(path)
+    return sorted(p for paths in by_rate.values() for p in paths)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline.audio import AudioError, LogMel, load_audio
+from pipeline.audio import AudioError, LogMel, load_audio, mel_filterbank, trim_bounds
 from pipeline.features import build_cache
 from pipeline.stage import StageError
 from tests.helpers import params, tone
@@ -172,3 +172,53 @@ def test_log_mel_matches_librosa_melspectrogram_computed_directly(tmp_path):
     got = LogMel(cfg)(audio)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_log_mel_and_trimming_match_librosa_on_real_clips(sample_clips):
+    """Known answer: librosa's filterbank, `effects.trim` and `feature.melspectrogram` with the project's
+    parameters, on MP3 clips of the sample at both of its rates."""
+    import librosa
+
+    cfg = params().features
+    assert {sf.info(str(p)).samplerate for p in sample_clips} == {16000, 32000, 48000}
+    np.testing.assert_allclose(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax),
+                               librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                                   fmin=cfg.fmin, fmax=cfg.fmax), rtol=1e-5, atol=1e-9)
+    extractor = LogMel(cfg)
+    for path in sample_clips:
+        audio = load_audio(path, cfg.sample_rate)
+        _, (start, end) = librosa.effects.trim(audio, top_db=cfg.trim_top_db, frame_length=cfg.win_length,
+                                               hop_length=cfg.hop_length)
+        assert 0 < start < end < len(audio)  # the sample's clips have silence at both ends
+        assert trim_bounds(audio, cfg.trim_top_db, cfg.win_length, cfg.hop_length) == (start, end), path.name
+        expected = librosa.feature.melspectrogram(
+            y=audio[start:end][:extractor.max_samples], sr=cfg.sample_rate, n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length, win_length=cfg.win_length, window="hann", center=True, power=2.0,
+            n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+        expected = np.log(np.maximum(expected, 1e-10)).T
+        got = extractor(audio)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        assert np.abs(got - expected).max() <= 1e-3, path.name
+
+
+def test_trimming_finds_a_tone_between_silences_and_keeps_an_all_quiet_clip_out():
+    cfg = params().features
+    rate, hop = cfg.sample_rate, cfg.hop_length
+    audio = np.concatenate([np.zeros(rate // 2), tone(1.0, rate=rate), np.zeros(rate // 2)]).astype(np.float32)
+    start, end = trim_bounds(audio, cfg.trim_top_db, cfg.win_length, hop)
+    # the first loud frame is the last whose window (centred, win_length wide) still starts in silence
+    assert abs(start - rate // 2) <= cfg.win_length and abs(end - 3 * rate // 2) <= cfg.win_length
+    assert start % hop == 0 and end % hop == 0
+    with pytest.raises(AudioError, match="silence"):
+        LogMel(cfg)(np.zeros(rate, np.float32))
+
+
+@pytest.mark.parametrize("bad, message", [(np.inf, "peak inf"), (np.nan, "peak nan"), (1e30, "peak 1e\\+30")])
+def test_non_finite_or_huge_samples_are_refused_not_passed_to_the_model(tmp_path, bad, message):
+    audio = tone(1.0, rate=16000)
+    audio[4000] = bad
+    path = tmp_path / "bad.wav"
+    sf.write(path, audio, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=message) as err:
+        LogMel(params().features).from_file(path)
+    assert err.value.reason == "unreadable_audio"

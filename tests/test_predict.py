@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,9 @@ from pipeline.data import Normaliser
 from pipeline.inference import predict_proba
 from pipeline.network import load_model_file
 from pipeline.predict import main as predict_main
-from tests.helpers import tone
+from tests.helpers import ROOT, tone
+
+HEAVY = ("librosa", "scipy", "numba", "pandas", "h5py", "sklearn", "matplotlib", "dvclive")
 
 
 def run(capsys, *argv):
@@ -65,3 +69,15 @@ def test_non_model_file_is_refused(tmp_path, capsys):
     sf.write(wav, tone(0.5, rate=16000), 16000)
     code, _, err = run(capsys, "--model", tmp_path / "fake.pt", wav)
     assert code == 2 and err.startswith("error: ") and "not an acento model file" in err
+
+
+def test_predicting_imports_only_what_it_needs_and_no_stage_imports_librosa():
+    """A one-clip `acento-predict` should cost little more than importing torch: none of the stage-only
+    libraries, and no librosa or scipy anywhere (the features stage computes log-mels as predict does)."""
+    code = ("import json, sys; import pipeline.predict; a = set(sys.modules); import pipeline.serve; "
+            "b = set(sys.modules); import pipeline.features; print(json.dumps([sorted(a), sorted(b), sorted(sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    predict, serve, features = (set(m.split(".")[0] for m in mods) for mods in json.loads(out))
+    assert "torch" in predict and not predict & set(HEAVY)
+    assert "fastapi" in serve and not serve & set(HEAVY)
+    assert "pandas" in features and not features & {"librosa", "scipy", "numba"}

@@ -1,0 +1,145 @@
+"""The prediction service, through FastAPI's TestClient (no server, no network)."""
+
+import base64
+import hashlib
+import io
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+import pipeline.serve as serve
+from pipeline.network import load_model_file
+from pipeline.predict import main as predict_main
+from tests.helpers import tone
+
+
+def wav_bytes(seconds: float, rate: int = 16000, freq: float = 900.0, level: float = 1.0) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, level * tone(seconds, rate=rate, freq=freq), rate, format="WAV")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(trained_model):
+    return TestClient(serve.create_app(trained_model, max_upload_mb=1))
+
+
+def upload(*named: tuple[str, bytes]) -> list:
+    return [("files", (name, data, "application/octet-stream")) for name, data in named]
+
+
+def test_health_names_the_model_its_classes_features_and_checksum(client, trained_model):
+    _, ckpt = load_model_file(trained_model)
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == ckpt["model"] == "lstm"
+    assert health["classes"] == ckpt["classes"] == ["high", "low"]
+    assert health["features"] == ckpt["features"]
+    assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
+    assert health["limits"] == {"max_upload_mb": 1, "max_seconds": 60.0, "concurrency": health["limits"]["concurrency"],
+                                "queue": 16}
+
+
+def test_several_files_in_one_request_get_the_clis_answers(client, trained_model, sample_clips, tmp_path, capsys):
+    files = sample_clips[:3] + [tmp_path / "tone.wav"]
+    (tmp_path / "tone.wav").write_bytes(wav_bytes(1.0, rate=44100, freq=250.0))
+    assert predict_main(["--model", str(trained_model), "--json", *map(str, files)]) == 0
+    cli = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # a client's name is echoed, never used as a path: the bytes are read from the request
+    names = [f.name for f in files[:3]] + ["../../etc/tone.wav"]
+    response = client.post("/predict", files=upload(*zip(names, (f.read_bytes() for f in files))))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["file"] for r in results] == names
+    for got, expected in zip(results, cli):
+        assert got["label"] == expected["label"]
+        assert got["probs"] == pytest.approx(expected["probs"], abs=1e-3)
+        assert "log_mel" not in got
+    assert results[3]["seconds"] == 1.0 and results[3]["cropped"] is False
+    assert 0.9 <= results[3]["analysed_seconds"] <= 1.01  # the tone has no silence to trim
+
+
+def test_a_clip_over_the_length_limit_is_cropped_and_the_response_says_so(trained_model):
+    client = TestClient(serve.create_app(trained_model, max_seconds=2.0))
+    result = client.post("/predict?spectrogram=true", files=upload(("long.wav", wav_bytes(3.0)))).json()["results"][0]
+    assert result["seconds"] == 3.0 and result["cropped"] is True
+    assert "only the first 2 s were read" in result["note"]
+    assert result["analysed_seconds"] == pytest.approx(2.0, abs=0.02)
+    picture = result["log_mel"]
+    assert (picture["frames"], picture["n_mels"]) == (201, 64)
+    assert len(base64.b64decode(picture["data"])) == 201 * 64
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("garbage.mp3", b"\xff\xfb" + b"garbage" * 100, "unreadable_audio"),
+    ("notes.txt", "Hola, ¿qué tal?\n".encode() * 20, "unreadable_audio"),
+    ("empty.wav", b"", "empty_audio"),
+    ("silence.wav", wav_bytes(1.0, level=0.0), "silent_audio"),
+])
+def test_unusable_uploads_get_422_naming_the_file(client, name, data, reason):
+    response = client.post("/predict", files=upload(("fine.wav", wav_bytes(0.5)), (name, data)))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["errors"] == [{"file": name, "error": body["errors"][0]["error"]}]
+    assert body["errors"][0]["error"].startswith(f"{reason}: {name}: ")
+    assert body["detail"].startswith("1 of 2 upload(s) could not be classified: ") and name in body["detail"]
+
+
+def test_a_request_without_files_is_422(client):
+    assert client.post("/predict").status_code == 422
+
+
+def test_a_body_over_the_limit_gets_413_declared_or_streamed(client):
+    big = upload(("big.wav", wav_bytes(40.0)))  # 1.2 MB against the 1 MB limit
+    response = client.post("/predict", files=big)
+    assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.wav\"\r\n\r\n"
+        for _ in range(20):
+            yield b"\0" * 65536
+    response = client.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
+
+
+def test_health_answers_while_a_request_is_classified_and_excess_requests_get_503(trained_model, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    real = serve.Classifier.__call__
+
+    def slow(self, *args):
+        entered.set()
+        release.wait(30)
+        return real(self, *args)
+
+    monkeypatch.setattr(serve.Classifier, "__call__", slow)
+    app = serve.create_app(trained_model, concurrency=1, queue=0)
+    files = upload(("a.wav", wav_bytes(0.5)))
+    with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
+        try:
+            first = pool.submit(client.post, "/predict", files=files)
+            assert entered.wait(30)
+            assert client.get("/health").status_code == 200  # the event loop is free meanwhile
+            busy = client.post("/predict", files=files)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        finally:
+            release.set()
+        assert first.result(30).status_code == 200
+
+
+def test_the_page_and_the_api_docs_are_served_and_the_page_loads_nothing_from_elsewhere(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "predict?spectrogram=true" in page.text and 'id="record"' in page.text
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
+    assert client.get("/docs").status_code == 200
+    assert {"/predict", "/health"} <= set(client.get("/openapi.json").json()["paths"])
+
+
+def test_a_missing_model_file_is_one_line_and_status_2(tmp_path, capsys):
+    assert serve.main(["--model", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such model file" in err and err.count("\n") == 1
