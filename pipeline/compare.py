@@ -235,7 +235,7 @@ def write_reports(summary: dict, command: str, minutes: float | None) -> None:
     plot(summary, COMPARE_PLOT)
 
 
-def run_experiments(commands: list[list[str]], queue: bool) -> int:
+def run_experiments(commands: list[list[str]], queue: bool, jobs: int = 1) -> int:
     for cmd in commands:
         print("$", " ".join(cmd), flush=True)
         name = cmd[cmd.index("--name") + 1]
@@ -246,8 +246,8 @@ def run_experiments(commands: list[list[str]], queue: bool) -> int:
             print(f"error: experiment {name} failed; see the output above", file=sys.stderr)
             return 1
     if queue:
-        print("$ dvc queue start (one worker) and wait", flush=True)
-        subprocess.run(["dvc", "queue", "start"], check=True)
+        print(f"$ dvc queue start -j {jobs}, then wait for the queue", flush=True)
+        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], check=True)
         while "Running" in (status := subprocess.run(["dvc", "queue", "status"], capture_output=True,
                                                       text=True).stdout) or "Queued" in status:
             time.sleep(10)
@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training seeds (train.seed) per fold; default: params.yaml's one seed")
     parser.add_argument("--queue", action="store_true",
                         help="queue the experiments and run them with `dvc queue start` instead of one by one")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --queue: experiments run at once (`dvc queue start -j`; default: 1)")
     parser.add_argument("--report-only", action="store_true",
                         help="do not run anything: gather the experiments already run and write the reports")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands instead of running them")
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {', '.join(RESTORED)} differ from HEAD; commit or stash them first, since the "
                   "experiments run in the workspace and it is restored to HEAD afterwards", file=sys.stderr)
             return 2
-        code = run_experiments([cmd for _, cmd in planned], args.queue)
+        code = run_experiments([cmd for _, cmd in planned], args.queue, args.jobs)
         if code:
             return code
     summary = summarise(gather([run for run, _ in planned]))
