@@ -90,7 +90,8 @@ def read_predictions(rev: str) -> pd.DataFrame:
 
 def gather(runs: list[dict]) -> list[dict]:
     """Each run with its test metrics and predictions, read back from DVC's experiments."""
-    shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+    # every commit's experiments: the reports may be written after HEAD moved past the baseline
+    shown = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True)
     revs = experiment_revs(json.loads(shown.stdout))
     missing = [r["name"] for r in runs if r["name"] not in revs]
     if missing:
