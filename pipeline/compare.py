@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import load_params
+from pipeline.metrics import speaker_accuracy
 from pipeline.network import PRESETS
 from pipeline.paths import COMPARE_METRICS, COMPARE_PLOT, COMPARE_REPORT, EVAL_METRICS, PREDICTIONS
 from pipeline.stage import atomic_path, write_json
@@ -117,23 +118,21 @@ def summarise(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
             classes = [c[2:] for c in prob_cols]
             merged["predicted"] = [classes[i] for i in merged[prob_cols].to_numpy().argmax(1)]
             pooled[cell] = merged.sort_values("clip").reset_index(drop=True)
-            labels = merged["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-            pred = merged["predicted"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+            index = {c: i for i, c in enumerate(classes)}
+            labels, pred = merged["label"].map(index).to_numpy(), merged["predicted"].map(index).to_numpy()
             speakers = merged["speaker"].to_numpy()
             per_fold = [{"fold": r["fold"], "seed": r["seed"], "balanced_accuracy": r["eval"].get("balanced_accuracy"),
                          "macro_f1": r["eval"].get("macro_f1")} for r in runs]
             ba = np.array([f["balanced_accuracy"] for f in per_fold], dtype=float)
             f1 = np.array([f["macro_f1"] for f in per_fold], dtype=float)
-            by_speaker = merged.groupby("speaker")[prob_cols].sum()
-            truth = merged.groupby("speaker")["label"].first().loc[by_speaker.index]
-            speaker_right = np.array(classes)[by_speaker.to_numpy().argmax(1)] == truth.to_numpy()
             cells[cell] = {
                 "folds": per_fold,
                 "balanced_accuracy_mean": float(ba.mean()), "balanced_accuracy_sd": float(ba.std(ddof=1)) if len(ba) > 1 else 0.0,
                 "macro_f1_mean": float(f1.mean()), "macro_f1_sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0,
                 "pooled_balanced_accuracy": pooled_balanced_accuracy(speakers, labels, pred, n_boot, seed),
-                "pooled_speaker_accuracy": float(speaker_right.mean()),
-                "clips": int(len(merged)), "speakers": int(len(by_speaker)), "chance": 1 / len(classes),
+                # the same per-speaker decision as evaluate's: highest summed probability
+                "pooled_speaker_accuracy": speaker_accuracy(speakers, labels, merged[prob_cols].to_numpy()),
+                "clips": int(len(merged)), "speakers": int(len(set(speakers))), "chance": 1 / len(classes),
             }
         entry: dict = {"cells": cells}
         if set(pooled) == set(CELLS):
