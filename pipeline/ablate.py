@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ import pandas as pd
 import yaml
 
 from pipeline.config import apply_overrides, parse_params
+from pipeline.network import PRESETS
 from pipeline.stage import write_json
 
 OUT = Path("reports/ablation")
@@ -55,14 +57,27 @@ STEPS: list[tuple[str, dict]] = [
     ("+stride_2", {"rnn.frontend_stride": 2}),
     ("+speaker_adversary", {"train.adversary.weight": 0.3}),
 ]
+# Single changes off one step of the path (name -> (step, change)): what else was tried.
+ALTERNATIVES: dict[str, tuple[str, dict]] = {
+    "alt:max_pooling": ("+augment", {"rnn.pooling": "max"}),
+    "alt:utterance_std": ("+augment", {"normalise.utterance_std": True}),
+    "alt:speaker_adversary": ("+augment", {"train.adversary.weight": 0.3}),
+    "alt:longer": ("+augment", {"train.epochs": 60, "train.early_stopping_patience": 12}),
+}
 
 
 def variants() -> dict[str, dict]:
-    """name -> overrides of params.yaml, each step including the ones above it."""
+    """name -> overrides of params.yaml: each step including the ones above it, the alternatives (one
+    change off one step), then the original study's presets (`preset:basic` ...) as overrides of the `rnn` section of params.yaml as it stands,
+    so with its normalisation and augmentation on."""
     out, current = {}, dict(BASELINE)
     for name, change in STEPS:
         current = {**current, **change}
         out[name] = dict(current)
+    for name, (step, change) in ALTERNATIVES.items():
+        out[name] = {**out[step], **change}
+    for preset, rnn in PRESETS.items():
+        out[f"preset:{preset}"] = {f"rnn.{key}": value for key, value in rnn.items()}
     return out
 
 
@@ -144,15 +159,18 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], command: str, minutes: float) -> str:
+def markdown(rows: list[dict], commands: list[dict]) -> str:
+    made = "; ".join(f"`{c['command']}` ({c['minutes']:.0f} min)" for c in commands)
     lines = ["# Ablation: pooled out-of-fold balanced accuracy on unseen speakers", "",
-             f"Made by `{command}` in {minutes:.0f} min. Each row adds one change to the row above; 95% "
-             "intervals resample speakers. Train/dev accuracy: at each fold's chosen epoch (train with "
-             "augmentation on), mean over folds.", "",
+             f"Made by {made}. Each row up to `+speaker_adversary` adds one change to the row above; "
+             "`alt:*` rows are one change off the step in brackets; `preset:*` rows are the original study's "
+             "networks on params.yaml's normalisation and augmentation. 95% intervals resample speakers. "
+             "Train/dev accuracy: at each fold's chosen epoch (train with augmentation on), mean over folds.", "",
              "| variant | cell | pooled balanced accuracy [95% CI] | train acc | dev acc | gap | best epoch | "
              "train s/fold |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
+        name = r["variant"] + (f" (off {ALTERNATIVES[r['variant']][0]})" if r["variant"] in ALTERNATIVES else "")
+        lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} | {r['dev_accuracy']:.3f} "
                      f"| {r['gap']:+.3f} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -180,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     start = time.perf_counter()
+    # A plain `kill` (SIGTERM) then still runs the cleanup below instead of leaving the fold caches in /tmp.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
     try:
         caches = build_fold_caches(args.params, scratch)
@@ -201,14 +221,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def merge_rows(previous: list[dict], new: list[dict], order: list[str]) -> list[dict]:
+    """The rows of earlier runs of the report folder with this run's rows replacing theirs (same variant
+    and cell), in the order of `--list` and LSTM before GRU: one table built by several invocations."""
+    fresh = {(r["variant"], r["cell"]) for r in new}
+    rows = [r for r in previous if (r["variant"], r["cell"]) not in fresh] + new
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(rows, key=lambda r: (rank.get(r["variant"], len(rank)), r["cell"] != "lstm"))
+
+
 def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | None, chosen: list[str],
                  table: dict, extra: dict, start: float) -> str:
-    rows = summarise(runs)
-    command = "python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = ("python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    minutes = (time.perf_counter() - start) / 60
+    new = [{**row, "overrides": {**table[row["variant"]], **extra}, "command": command}
+           for row in summarise(runs)]
+    previous = {}
+    if (args.out / "ablation.json").exists():
+        previous = json.loads((args.out / "ablation.json").read_text(encoding="utf-8"))
+    rows = merge_rows(previous.get("rows", []), new, list(table))
+    commands = [c for c in previous.get("commands", []) if c["command"] != command]
+    commands.append({"command": command, "minutes": round(minutes, 1)})
     args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown(rows, command.strip(), (time.perf_counter() - start) / 60)
+    report = markdown(rows, commands)
     (args.out / "ablation.md").write_text(report, encoding="utf-8")
-    write_json(args.out / "ablation.json", {"rows": rows, "variants": {v: table[v] for v in chosen}, "extra": extra})
+    write_json(args.out / "ablation.json", {"rows": rows, "commands": commands})
     return report
 
 

@@ -83,7 +83,7 @@ class RNNConfig:
     num_layers: int = field(metadata=_check(min=1))
     bidirectional: bool
     dropout: float = field(metadata=_check(min=0, max=1))
-    pooling: str = field(metadata=_check(choices=("last", "mean", "attention", "stats")))
+    pooling: str = field(metadata=_check(choices=("last", "mean", "attention", "stats", "max")))
     frontend: str = field(metadata=_check(choices=("none", "conv")))
     frontend_channels: int = field(metadata=_check(min=1))
     frontend_stride: int = field(metadata=_check(choices=(1, 2, 4, 8)))

@@ -122,7 +122,9 @@ class AccentClassifier(nn.Module):
             out, _ = pad_packed_sequence(out, batch_first=True)
             mask = valid_mask(lengths.to(out.device), out.shape[1])
             n = lengths.to(out.device, out.dtype)[:, None]
-            if self.cfg.pooling in ("mean", "stats"):
+            if self.cfg.pooling == "max":  # a unit that fires on one short segment keeps its peak
+                pooled = out.masked_fill(~mask[..., None], float("-inf")).amax(1)
+            elif self.cfg.pooling in ("mean", "stats"):
                 pooled = (out * mask[..., None]).sum(1) / n
                 if self.cfg.pooling == "stats":
                     var = (((out - pooled[:, None]) ** 2) * mask[..., None]).sum(1) / n

@@ -22,7 +22,7 @@ def test_project_params_load_with_the_public_keys():
     ("train.lr", "fast", "'train.lr' must be float"),
     ("train.epochs", 0, "'train.epochs' is 0; it must be >= 1"),
     ("data.split_by", "random", "'data.split_by' is 'random'; allowed: speaker, clip"),
-    ("rnn.pooling", "max", "'rnn.pooling' is 'max'; allowed: last, mean, attention"),
+    ("rnn.pooling", "min", "'rnn.pooling' is 'min'; allowed: last, mean, attention"),
     ("features.dtype", "int8", "'features.dtype'"),
     ("data.split.test", 0.5, "must sum to 1"),
     ("features.win_length", 4096, "'features.win_length' (4096) must be <= 'features.n_fft'"),

@@ -17,7 +17,7 @@ def model(cell="gru", **changes):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention", "stats", "max"])
 @pytest.mark.parametrize("frontend, bidirectional", [("none", False), ("none", True), ("conv", True)])
 def test_padding_changes_nothing(cell, pooling, frontend, bidirectional):
     m = model(cell, pooling=pooling, frontend=frontend, bidirectional=bidirectional)
@@ -77,3 +77,14 @@ def test_foreign_files_are_refused(tmp_path):
         load_model_file(tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model_file(tmp_path / "missing.pt")
+
+
+def test_max_pooling_is_each_units_peak_over_real_frames():
+    m = model("gru", pooling="max", frontend="none", bidirectional=True, num_layers=1)
+    x = torch.randn(1, 12, 10)
+    out, _ = m.rnn(x)  # the clip alone: every frame real
+    padded = torch.cat([x, torch.full((1, 8, 10), 50.0)], dim=1)
+    with torch.no_grad():
+        pooled = m.pool(torch.cat([padded, torch.randn(1, 20, 10)]), torch.tensor([12, 20]))
+    torch.testing.assert_close(pooled[0], out[0].amax(0), rtol=1e-5, atol=1e-5)
+    assert m.pooled_size == 2 * 16

@@ -1,0 +1,39 @@
+"""The ablation study's bookkeeping: cumulative variants, valid overrides, and one table from several runs."""
+
+import yaml
+
+from pipeline.ablate import BASELINE, STEPS, merge_rows, variants
+from pipeline.config import apply_overrides, parse_params
+from pipeline.network import PRESETS
+
+
+def test_each_step_adds_its_change_to_the_step_above():
+    table = variants()
+    names = [name for name, _ in STEPS]
+    assert table["baseline"] == BASELINE
+    for above, (name, change) in zip(names, STEPS[1:]):
+        assert table[name] == {**table[above], **change}
+    # the last cumulative step differs from the one above only by its own change
+    assert {k for k in table[names[-1]] if table[names[-1]][k] != table[names[-2]].get(k)} == set(STEPS[-1][1])
+
+
+def test_every_variant_is_a_valid_configuration_and_presets_keep_the_params_normalisation():
+    raw = yaml.safe_load(open("params.yaml", encoding="utf-8"))
+    defaults = parse_params(raw)
+    for name, overrides in variants().items():
+        params = parse_params(apply_overrides(raw, overrides))  # raises on a bad key or value
+        if name.startswith("preset:"):
+            preset = PRESETS[name.split(":", 1)[1]]
+            assert params.rnn.hidden_size == preset["hidden_size"] and params.rnn.pooling == preset["pooling"]
+            assert params.normalise == defaults.normalise and params.train.augment == defaults.train.augment
+
+
+def test_merged_rows_replace_a_rerun_and_follow_the_variant_order():
+    def row(variant, cell, value):
+        return {"variant": variant, "cell": cell, "pooled_balanced_accuracy": value}
+
+    old = [row("+augment", "gru", 0.3), row("baseline", "gru", 0.2), row("baseline", "lstm", 0.1)]
+    new = [row("baseline", "gru", 0.25)]
+    merged = merge_rows(old, new, ["baseline", "+augment"])
+    assert [(r["variant"], r["cell"], r["pooled_balanced_accuracy"]) for r in merged] == [
+        ("baseline", "lstm", 0.1), ("baseline", "gru", 0.25), ("+augment", "gru", 0.3)]
