@@ -9,11 +9,14 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# The venv is rebuilt only when requirements.txt or pyproject.toml change.
+# The venv is rebuilt only when requirements.txt or pyproject.toml change. Unpacking the wheels is quick;
+# pip's byte-compiling of them on one core is not (80 of 120 s here), so compileall does it on every core
+# (an optimisation only: like pip, it skips the few files meant for other Pythons, e.g. torch's py312 ones).
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
