@@ -68,8 +68,8 @@ ALTERNATIVES: dict[str, tuple[str, dict]] = {
 
 def variants() -> dict[str, dict]:
     """name -> overrides of params.yaml: each step including the ones above it, the alternatives (one
-    change off one step), then the original study's presets (`preset:basic` ...) as overrides of the `rnn` section of params.yaml as it stands,
-    so with its normalisation and augmentation on."""
+    change off one step), then the original study's presets (`preset:basic` ...) as overrides of the
+    `rnn` section of params.yaml as it stands, so with its normalisation and augmentation on."""
     out, current = {}, dict(BASELINE)
     for name, change in STEPS:
         current = {**current, **change}
@@ -162,7 +162,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 def markdown(rows: list[dict], commands: list[dict]) -> str:
     made = "; ".join(f"`{c['command']}` ({c['minutes']:.0f} min)" for c in commands)
     lines = ["# Ablation: pooled out-of-fold balanced accuracy on unseen speakers", "",
-             f"Made by {made}. Each row up to `+speaker_adversary` adds one change to the row above; "
+             f"Made by {made}. Each row up to `{STEPS[-1][0]}` adds one change to the row above; "
              "`alt:*` rows are one change off the step in brackets; `preset:*` rows are the original study's "
              "networks on params.yaml's normalisation and augmentation. 95% intervals resample speakers. "
              "Train/dev accuracy: at each fold's chosen epoch (train with augmentation on), mean over folds.", "",
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{run['best_dev']['macro_f1']:.3f} (train acc {run['best_train'].get('accuracy', 0):.3f}) "
                       f"epoch {run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
                 if run["fold"] == len(caches) - 1:  # a variant and cell complete: the report so far
-                    report = write_report(runs, args, argv, chosen, table, extra, start)
+                    report = write_report(runs, args, argv, table, extra, start)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(report)
@@ -230,8 +230,8 @@ def merge_rows(previous: list[dict], new: list[dict], order: list[str]) -> list[
     return sorted(rows, key=lambda r: (rank.get(r["variant"], len(rank)), r["cell"] != "lstm"))
 
 
-def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | None, chosen: list[str],
-                 table: dict, extra: dict, start: float) -> str:
+def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | None, table: dict, extra: dict,
+                 start: float) -> str:
     command = ("python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     minutes = (time.perf_counter() - start) / 60
     new = [{**row, "overrides": {**table[row["variant"]], **extra}, "command": command}

@@ -37,3 +37,28 @@ def test_merged_rows_replace_a_rerun_and_follow_the_variant_order():
     merged = merge_rows(old, new, ["baseline", "+augment"])
     assert [(r["variant"], r["cell"], r["pooled_balanced_accuracy"]) for r in merged] == [
         ("baseline", "lstm", 0.1), ("baseline", "gru", 0.25), ("+augment", "gru", 0.3)]
+
+
+def test_a_report_pools_the_folds_and_keeps_earlier_rows(tmp_path):
+    import argparse
+    import json
+    import time
+
+    from pipeline.ablate import write_report
+
+    def runs(variant):  # two folds, two speakers each; class 0 right half the time, class 1 always
+        return [{"variant": variant, "cell": "gru", "fold": f, "best_dev": {"accuracy": 0.3, "macro_f1": 0.3},
+                 "best_train": {"accuracy": 0.4}, "best_epoch": 3, "epochs_run": 5, "train_seconds": 10.0,
+                 "classes": ["a", "b"], "labels": [0, 1, 0, 1], "pred": [0, 1, 1, 1],
+                 "speakers": [2 * f, 2 * f, 2 * f + 1, 2 * f + 1]} for f in range(2)]
+
+    args = argparse.Namespace(out=tmp_path)
+    write_report(runs("+augment"), args, ["--variants", "+augment"], variants(), {}, time.perf_counter())
+    report = write_report(runs("baseline"), args, ["--variants", "baseline"], variants(), {}, time.perf_counter())
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert [(r["variant"], r["pooled_balanced_accuracy"], r["gap"]) for r in saved["rows"]] == [
+        ("baseline", 0.75, 0.1), ("+augment", 0.75, 0.1)]
+    assert [c["command"] for c in saved["commands"]] == [
+        "python -m pipeline.ablate --variants +augment", "python -m pipeline.ablate --variants baseline"]
+    assert saved["rows"][0]["overrides"] == variants()["baseline"]
+    assert "| +augment | GRU | 0.750 [" in report
