@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test test-fast bench compare compare-all clean
+.PHONY: help run test test-fast bench compare compare-all benchmark-corpus clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset)
 
 compare-all: $(STAMP)  ## the same for the original study's presets (basic, deep, advanced) and the default
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --presets basic deep advanced default
+
+# Not committed: made on demand (about 3 min on 2 cores) with Debian's espeak-ng, sox and LAME.
+benchmark-corpus: $(STAMP)  ## the benchmark corpus for choosing defaults, with its oracle ceiling: data/benchmark/
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { echo "error: needs espeak-ng and sox: apt-get install espeak-ng sox libsox-fmt-mp3" >&2; exit 2; }
+	$(BIN)/python scripts/make_sample_corpus.py --design benchmark --oracle data/benchmark/oracle.tsv
+	$(BIN)/python scripts/oracle_ceiling.py data/benchmark/oracle.tsv | tee data/benchmark/ceiling.txt
 
 clean:  ## remove the venv, extracted data and DVC outputs (the sample archive stays)
 	rm -rf $(VENV) data/raw data/features data/prepared models/*.pt .pytest_cache

@@ -161,6 +161,71 @@ SENTENCES = [
 ]
 SHORT_WORDS = ["Sí.", "No.", "Hola."]
 
+# The benchmark corpus's own sentences (`--sentences benchmark`): none of the sample's, equally rich in what the
+# rules act on, so a model chosen on one corpus is checked on sentences it never heard.
+BENCHMARK_SENTENCES = [
+    "El zapatero cerró su taller a las cinco.",
+    "Mi tía Lucía cocina lentejas los jueves.",
+    "Los caballos corren libres por la llanura.",
+    "La plaza mayor se llena de turistas en verano.",
+    "Ese hombre vende mazorcas de maíz en la esquina.",
+    "Nos quedamos callados cuando llegó el director.",
+    "El jinete cruzó el valle con su yegua.",
+    "La cigüeña hizo su nido en la torre.",
+    "Traje un ramo de rosas para la fiesta.",
+    "El reloj de la estación marca las diez.",
+    "Mi compadre juega al ajedrez con su nieto.",
+    "La cocinera usa mucha sal y poco azúcar.",
+    "El cachorro duerme junto a la chimenea.",
+    "Los vecinos organizaron una cena en el patio.",
+    "La ardilla guarda nueces para el invierno.",
+    "El pescadero corta la merluza con cuidado.",
+    "Compramos queso, jamón y pan de centeno.",
+    "La señora Jiménez perdió sus gafas en el autobús.",
+    "Mis primos llegaron tarde a la boda.",
+    "El árbol del jardín da muchas cerezas.",
+    "La orquesta tocó una canción muy alegre.",
+    "Hay que lavar la ropa antes del domingo.",
+    "El conductor frenó de golpe en la carretera.",
+    "Ella siempre calza botas de cuero.",
+    "Los chicos recogieron conchas en la orilla.",
+    "El payaso hizo reír a todos los niños.",
+    "Mi hermana estudia ciencias en la universidad.",
+    "La lechuza caza ratones durante la noche.",
+    "El carpintero arregló la mesa del comedor.",
+    "Esta mañana llovió sobre los campos de trigo.",
+    "Los cerdos comen bellotas en la dehesa.",
+    "Guardé las joyas en una caja de madera.",
+    "La niña dibujó un caballo con lápices de colores.",
+    "El cartero trajo dos cartas para usted.",
+    "Mi cuñado arregla relojes en su casa.",
+    "Las gallinas ponen huevos cada día.",
+    "El capitán del barco saludó a los pasajeros.",
+    "Hicimos una excursión a la sierra el sábado.",
+    "La vajilla nueva está en el armario.",
+    "Los jugadores celebraron el gol con alegría.",
+    "El tejado de la casa necesita reparación.",
+    "Mi abuelo cultiva calabazas en su huerto.",
+    "Las estrellas brillan sobre el desierto.",
+    "La ciudad amaneció cubierta de niebla.",
+    "El joven pidió un bocadillo de calamares.",
+    "Juana cose un vestido de seda roja.",
+    "La lavadora hace mucho ruido por la noche.",
+    "Los pájaros cantan en el bosque al amanecer.",
+    "Hoy cenamos sopa de fideos y ensalada.",
+    "El guardia abrió la verja del castillo.",
+    "Nuestro equipo ganó la copa del torneo.",
+    "La cerradura de la puerta está rota.",
+    "Mis amigos viajan a Galicia en diciembre.",
+    "El cocinero echó ajo y perejil a la salsa.",
+    "Ya llegan los músicos con sus guitarras.",
+    "Ellos buscan trabajo en la capital.",
+    "La hija del alcalde se casa en mayo.",
+    "Las hojas secas cubren el camino del parque.",
+    "El gigante del cuento vivía en una cueva.",
+    "Pusieron una silla junto a la ventana del salón.",
+]
+
 # ---------------------------------------------------------------------------------------------
 # espeak-ng's phoneme mnemonics for Spanish (`-x`): T θ, s s, x x, tS tʃ, l^ ʎ, J^ ʝ, n^ ɲ, r and ** ɾ,
 # R2 r (trill), B D Q β ð ɣ, N ŋ, j w glides, I U diphthong offglides; ' and , mark stress before a
@@ -387,8 +452,13 @@ def draw_rates(rng: random.Random, cls: str) -> dict[str, float]:
     return rates
 
 
-def rewrite(clauses: list[list[list[str]]], rates: dict[str, float], rng: random.Random) -> list[list[list[str]]]:
-    """Applies the rules in order; each occurrence with the speaker's rate for that rule."""
+def rewrite(clauses: list[list[list[str]]], rates: dict[str, float], rng: random.Random,
+            counts: dict[str, list[int]] | None = None) -> list[list[list[str]]]:
+    """Applies the rules in order; each occurrence with the speaker's rate for that rule.
+
+    `counts`, when given, gets rule name -> [times applied, occurrences where it could apply] for the rules
+    the speaker has: what a perfect phone recogniser that knows the sentence would see (the oracle).
+    Counting draws nothing from `rng`, so the corpus is the same with or without it."""
     out = []
     for clause in clauses:
         seq: list[str] = []
@@ -399,11 +469,15 @@ def rewrite(clauses: list[list[list[str]]], rates: dict[str, float], rng: random
             if p <= 0:
                 continue
             new: list[str] = []
+            tally = counts.setdefault(rule.name, [0, 0]) if counts is not None else [0, 0]
             for t, c in zip(seq, contexts(seq)):
-                if c is not None and rule.when(c) and (p >= 1.0 or rng.random() < p):
-                    new += list(rule.to)
-                else:
-                    new.append(t)
+                if c is not None and rule.when(c):
+                    tally[1] += 1
+                    if p >= 1.0 or rng.random() < p:
+                        tally[0] += 1
+                        new += list(rule.to)
+                        continue
+                new.append(t)
             seq = new
         words, cur = [], []
         for t in seq:
@@ -509,30 +583,52 @@ class Speaker:
     age: str
     gender: str
     n_clips: int
+    full_rate: bool = False  # every rule the speaker has applies at every occurrence (rate 1)
+    labelled: bool = False   # the accents field names exactly one class (what prepare keeps)
 
 
-def make_speakers(rng: random.Random, per_class: int, clips: int) -> list[Speaker]:
+@dataclass(frozen=True)
+class Design:
+    """What tells one corpus from another beyond the seed: its sentences, the share of speakers whose rules
+    apply at full rate (the other regime: per-speaker random rates, as in the sample) and the salt of its
+    speakers' client_ids (so no two corpora share a speaker id)."""
+    release: str = RELEASE
+    sentences: tuple[str, ...] = tuple(SENTENCES)
+    full_rate_share: float = 0.0
+    speaker_salt: str = "acento-sample-2"
+
+
+SAMPLE = Design()
+BENCHMARK = Design(release="cv-corpus-acento-benchmark-1.0", sentences=tuple(BENCHMARK_SENTENCES),
+                   full_rate_share=0.5, speaker_salt="acento-benchmark-1")
+
+
+def make_speakers(rng: random.Random, per_class: int, clips: int, design: Design = SAMPLE) -> list[Speaker]:
     names = list(CLASSES)
-    plan = []  # (class whose rules they speak, accents field, clips)
+    plan = []  # (class whose rules they speak, accents field, clips, labelled)
     for cls in names:
         for i in range(per_class):
             accents = CLASSES[cls]
             if i % 9 == 4:  # free text beside a preset: still usable
                 accents = f"{accents},{rng.choice(FREE_TEXT)}"
-            plan.append((cls, accents, clips))
+            plan.append((cls, accents, clips, True))
     for _ in range(10):  # no accent given
-        plan.append((rng.choice(names), "", 2))
+        plan.append((rng.choice(names), "", 2, False))
     for _ in range(4):  # free text only
-        plan.append((rng.choice(names), rng.choice(FREE_TEXT), 2))
+        plan.append((rng.choice(names), rng.choice(FREE_TEXT), 2, False))
     for _ in range(2):  # two accents of different classes: ambiguous
         a, b = rng.sample(names, 2)
-        plan.append((a, f"{CLASSES[a]},{CLASSES[b]}", 2))
+        plan.append((a, f"{CLASSES[a]},{CLASSES[b]}", 2, False))
     speakers = []
-    for n, (cls, accents, n_clips) in enumerate(plan):
+    for n, (cls, accents, n_clips, labelled) in enumerate(plan):
         rates = draw_rates(rng, cls)
+        # Drawn only where the design has the full-rate regime, so the sample's random stream is unchanged.
+        full_rate = design.full_rate_share > 0 and rng.random() < design.full_rate_share
+        if full_rate:
+            rates = {rule: 1.0 for rule in rates}
         rate = rng.random()
         speakers.append(Speaker(
-            client_id=hashlib.sha512(f"acento-sample-2-speaker-{n}".encode()).hexdigest(),
+            client_id=hashlib.sha512(f"{design.speaker_salt}-speaker-{n}".encode()).hexdigest(),
             accent_class=cls, rates=tuple(sorted(rates.items())),
             voice=rng.choice(["es", "es-419"]), variant=rng.choice(VARIANTS),
             pitch=rng.randint(20, 80), speed=rng.randint(130, 185),
@@ -540,7 +636,8 @@ def make_speakers(rng: random.Random, per_class: int, clips: int) -> list[Speake
             highpass_hz=rng.choice([50, 100, 150, 250]), lowpass_hz=rng.choice([4500, 5500, 6500, 7500]),
             sample_rate=16000 if rate < 0.8 else 48000 if rate < 0.92 else 32000,
             accents=accents, age=rng.choice(["", "teens", "twenties", "thirties", "fourties", "fifties", "sixties"]),
-            gender=rng.choice(["", "male_masculine", "female_feminine"]), n_clips=n_clips))
+            gender=rng.choice(["", "male_masculine", "female_feminine"]), n_clips=n_clips, full_rate=full_rate,
+            labelled=labelled))
     return speakers
 
 
@@ -552,6 +649,7 @@ class Job:
     tsv: str            # validated | other | invalidated
     kind: str = "speech"  # speech | long | undated (no duration listed) | silent | garbage | empty | missing
     espeak_input: str = ""
+    oracle: tuple[tuple[str, int, int], ...] = ()  # (rule, times applied, occurrences) for the speaker's rules
 
 
 def synthesize(espeak: Espeak, job: Job, clips: Path, tmp: Path) -> None:
@@ -590,7 +688,8 @@ HEADER = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gen
           "locale", "segment"]
 
 
-def plan_jobs(rng: random.Random, speakers: list[Speaker], phon: dict[str, tuple]) -> list[Job]:
+def plan_jobs(rng: random.Random, speakers: list[Speaker], phon: dict[str, tuple],
+              sentences: tuple[str, ...] = tuple(SENTENCES)) -> list[Job]:
     clip_no = 39_000_000
 
     def name() -> str:
@@ -600,30 +699,33 @@ def plan_jobs(rng: random.Random, speakers: list[Speaker], phon: dict[str, tuple
 
     jobs = []
     for spk in speakers:
-        for sentence in rng.sample(SENTENCES, spk.n_clips):
+        for sentence in rng.sample(sentences, spk.n_clips):
             jobs.append(Job(spk, sentence, name(), "validated"))
     labelled = [s for s in speakers if s.accents in CLASSES.values()]
     for spk in rng.sample(labelled, 6):  # too short to carry an accent
         jobs.append(Job(spk, rng.choice(SHORT_WORDS), name(), "validated"))
     for spk in rng.sample(labelled, 2):  # longer than data.max_seconds: a recording left running
-        jobs.append(Job(spk, rng.choice(SENTENCES), name(), "validated", "long"))
+        jobs.append(Job(spk, rng.choice(sentences), name(), "validated", "long"))
     for spk in rng.sample(labelled, 10):  # not yet validated
-        jobs.append(Job(spk, rng.choice(SENTENCES), name(), "other"))
+        jobs.append(Job(spk, rng.choice(sentences), name(), "other"))
     for spk in rng.sample(labelled, 4):  # voted down
-        jobs.append(Job(spk, rng.choice(SENTENCES), name(), "invalidated"))
+        jobs.append(Job(spk, rng.choice(sentences), name(), "invalidated"))
     for kind, n in (("missing", 3), ("garbage", 2), ("empty", 1), ("silent", 1), ("undated", 1)):
         for spk in rng.sample(labelled, n):
-            jobs.append(Job(spk, rng.choice(SENTENCES), name(), "validated", kind))
+            jobs.append(Job(spk, rng.choice(sentences), name(), "validated", kind))
     # The accent: rules drawn here, in job order, from the one seeded generator (not in the threads).
     out = []
     for job in jobs:
         clauses, puncts = phon[job.sentence]
-        said = rewrite(clauses, dict(job.speaker.rates), rng)
-        out.append(Job(job.speaker, job.sentence, job.clip, job.tsv, job.kind, to_espeak_input(said, puncts)))
+        counts: dict[str, list[int]] = {}
+        said = rewrite(clauses, dict(job.speaker.rates), rng, counts)
+        out.append(Job(job.speaker, job.sentence, job.clip, job.tsv, job.kind, to_espeak_input(said, puncts),
+                       tuple((rule, *counts[rule]) for rule in sorted(counts))))
     return out
 
 
-def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int) -> None:
+def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int, design: Design = SAMPLE,
+          oracle_path: Path | None = None) -> None:
     start = time.monotonic()
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -632,13 +734,13 @@ def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int) -
         verified = check_rules(espeak)
         print(f"{espeak.version}: {len(verified)} rules change the audio")
         phon = {}
-        for sentence in SENTENCES + SHORT_WORDS:
+        for sentence in list(design.sentences) + SHORT_WORDS:
             texts, puncts = split_clauses(sentence)
             phon[sentence] = ([espeak.phonemes(t) for t in texts], puncts)
-        speakers = make_speakers(rng, per_class, clips)
-        jobs = plan_jobs(rng, speakers, phon)
+        speakers = make_speakers(rng, per_class, clips, design)
+        jobs = plan_jobs(rng, speakers, phon, design.sentences)
 
-        root = tmp / RELEASE / LOCALE
+        root = tmp / design.release / LOCALE
         (root / "clips").mkdir(parents=True)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda j: synthesize(espeak, j, root / "clips", tmp), jobs))
@@ -667,14 +769,36 @@ def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int) -
         for which in rows:
             (root / f"{which}.tsv").write_bytes(tsv(rows[which], HEADER))
         (root / "reported.tsv").write_bytes(tsv([
-            [hashlib.sha256(SENTENCES[7].encode()).hexdigest(), SENTENCES[7], LOCALE, "grammar-or-spelling"],
-            [hashlib.sha256(SENTENCES[30].encode()).hexdigest(), SENTENCES[30], LOCALE, "difficult-pronunciation"],
+            [hashlib.sha256(design.sentences[7].encode()).hexdigest(), design.sentences[7], LOCALE,
+             "grammar-or-spelling"],
+            [hashlib.sha256(design.sentences[30].encode()).hexdigest(), design.sentences[30], LOCALE,
+             "difficult-pronunciation"],
         ], ["sentence_id", "sentence", "locale", "reason"]))
         (root / "clip_durations.tsv").write_bytes(tsv(durations, ["clip", "duration[ms]"]))
-        write_deterministic_tar(tmp / RELEASE, out_path)
+        write_deterministic_tar(tmp / design.release, out_path)
+        if oracle_path is not None:
+            write_oracle(oracle_path, jobs)
     print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.2f} MB) in {time.monotonic() - start:.0f} s: "
           f"{len(speakers)} speakers ({per_class} in each of {len(CLASSES)} classes, "
           f"{len(speakers) - per_class * len(CLASSES)} unusable), {len(jobs)} clips, {seconds / 60:.1f} min of audio")
+
+
+ORACLE_HEADER = ["clip", "client_id", "accent_class", "full_rate", "rules"]
+
+
+def write_oracle(path: Path, jobs: list[Job]) -> None:
+    """What a perfect phone recogniser that knows each sentence would see, one row per labelled speaker's
+    validated speech clip (the clips prepare keeps, less its duration and vote filters):
+    the speaker's class, regime and, per rule the speaker has, `rule:applied/occurrences` (`;`-joined).
+    scripts/oracle_ceiling.py turns it into the corpus's ceiling."""
+    rows = [[job.clip, job.speaker.client_id, job.speaker.accent_class, str(int(job.speaker.full_rate)),
+             ";".join(f"{rule}:{applied}/{total}" for rule, applied, total in job.oracle)]
+            for job in jobs if job.tsv == "validated" and job.kind == "speech" and job.speaker.labelled
+            and job.sentence not in SHORT_WORDS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = path.with_suffix(".tmp")
+    tmp_out.write_bytes(tsv(rows, ORACLE_HEADER))
+    tmp_out.replace(path)
 
 
 def write_deterministic_tar(folder: Path, out_path: Path) -> None:
@@ -713,15 +837,33 @@ def rule_table() -> str:
     return "\n".join(lines)
 
 
+# Per design: (archive, seed, labelled speakers per class). The benchmark corpus has 3x the sample's speakers.
+DEFAULTS = {
+    "sample": (DEFAULT_OUT, 2024, 28),
+    "benchmark": (DEFAULT_OUT.parents[1] / "benchmark" / "cv-corpus-benchmark-es.tar.gz", 7031, 84),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="archive to write (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=2024,
-                        help="fixes speakers, sentences, accent rules and labels (default: %(default)s)")
-    parser.add_argument("--speakers-per-class", type=int, default=28,
-                        help="labelled speakers per class (default: %(default)s)")
+    parser.add_argument("--design", choices=sorted(DEFAULTS), default="sample",
+                        help="sample: the bundled corpus; benchmark: the corpus for choosing defaults (its own "
+                             "sentences and seed, 3x the speakers, half of them with every rule at full rate; "
+                             "`make benchmark-corpus`) (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None, help="archive to write (default: the design's: "
+                        + ", ".join(f"{k}: {v[0].relative_to(DEFAULT_OUT.parents[2])}" for k, v in DEFAULTS.items())
+                        + ")")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="fixes speakers, sentences, accent rules and labels (default: the design's: "
+                        + ", ".join(f"{k} {v[1]}" for k, v in DEFAULTS.items()) + ")")
+    parser.add_argument("--speakers-per-class", type=int, default=None,
+                        help="labelled speakers per class (default: the design's: "
+                        + ", ".join(f"{k} {v[2]}" for k, v in DEFAULTS.items()) + ")")
     parser.add_argument("--clips-per-speaker", type=int, default=5,
                         help="validated clips of each labelled speaker (default: %(default)s)")
+    parser.add_argument("--oracle", type=Path, default=None,
+                        help="also write what a perfect phone recogniser would see of each clip (TSV) here; "
+                             "scripts/oracle_ceiling.py turns it into the corpus's ceiling")
     parser.add_argument("--workers", type=int, default=2,
                         help="parallel synthesis processes; the result does not depend on it (default: %(default)s)")
     parser.add_argument("--rules", action="store_true", help="print the rule table (markdown) and exit")
@@ -738,10 +880,14 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmpdir:
             print("\n".join(check_rules(Espeak(Path(tmpdir)))))
         return
-    if args.speakers_per_class < 3 or args.clips_per_speaker < 1 or args.clips_per_speaker > len(SENTENCES):
+    design = {"sample": SAMPLE, "benchmark": BENCHMARK}[args.design]
+    out, seed, per_class = DEFAULTS[args.design]
+    out, seed = args.out or out, args.seed if args.seed is not None else seed
+    per_class = args.speakers_per_class if args.speakers_per_class is not None else per_class
+    if per_class < 3 or args.clips_per_speaker < 1 or args.clips_per_speaker > len(design.sentences):
         sys.exit("error: need --speakers-per-class >= 3 and 1 <= --clips-per-speaker <= "
-                 f"{len(SENTENCES)}")
-    build(args.out, args.seed, args.speakers_per_class, args.clips_per_speaker, max(1, args.workers))
+                 f"{len(design.sentences)}")
+    build(out, seed, per_class, args.clips_per_speaker, max(1, args.workers), design, args.oracle)
 
 
 if __name__ == "__main__":
