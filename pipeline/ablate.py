@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 import signal
@@ -34,7 +35,7 @@ import yaml
 
 from pipeline.config import apply_overrides, parse_params
 from pipeline.network import PRESETS
-from pipeline.stage import write_json
+from pipeline.stage import atomic_path, write_json
 
 OUT = Path("reports/ablation")
 # Cumulative steps from the defaults this project had before the study ("baseline") to the chosen
@@ -67,10 +68,11 @@ ALTERNATIVES: dict[str, tuple[str, dict]] = {
 
 
 def variants() -> dict[str, dict]:
-    """name -> overrides of params.yaml: each step including the ones above it, the alternatives (one
-    change off one step), then the original study's presets (`preset:basic` ...) as overrides of the
-    `rnn` section of params.yaml as it stands, so with its normalisation and augmentation on."""
-    out, current = {}, dict(BASELINE)
+    """name -> overrides of params.yaml: `default` (params.yaml as it is), each step including the ones above
+    it, the alternatives (one change off one step), then the original study's presets (`preset:basic` ...)
+    as overrides of the `rnn` section of params.yaml as it stands, so with its normalisation and
+    augmentation on."""
+    out, current = {"default": {}}, dict(BASELINE)
     for name, change in STEPS:
         current = {**current, **change}
         out[name] = dict(current)
@@ -85,23 +87,58 @@ def raw_params(path: Path, overrides: dict) -> dict:
     return apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
 
 
-def build_fold_caches(params_file: Path, scratch: Path) -> list[Path]:
-    """The feature cache of every fold (`data.fold` = 0 .. folds-1) of the release in params.yaml."""
+def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None = None) -> list[Path]:
+    """The feature cache of every fold (`data.fold` = 0 .. folds-1) of the release in params.yaml (with
+    `overrides`, e.g. another `data.source`), in a folder of `scratch` named by the hash of the `data` and
+    `features` sections (so a kept `--cache-dir` is reused only for the same clips and features).  Every clip
+    is decoded once, for fold 0; the other folds' caches re-split those log-mels (`resplit_cache`): a clip's
+    features do not depend on its split."""
     from pipeline.download import resolve_source
     from pipeline.features import build_cache
     from pipeline.prepare import prepare
     from pipeline.runtime import resolve_count
 
-    base = parse_params(raw_params(params_file, {}))
+    base = parse_params(raw_params(params_file, overrides or {}))
+    key = json.dumps([dataclasses.asdict(dataclasses.replace(base.data, fold=0)),
+                      dataclasses.asdict(dataclasses.replace(base.features, workers=0))], sort_keys=True, default=str)
+    folder = scratch / f"caches-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    caches = [folder / f"fold{fold}.h5" for fold in range(base.data.folds)]
+    if all(cache.is_file() for cache in caches):
+        return caches
+    folder.mkdir(parents=True, exist_ok=True)
     locale_dir = resolve_source(base)
-    caches = []
-    for fold in range(base.data.folds):
-        data = dataclasses.replace(base.data, fold=fold)
-        manifest, _ = prepare(data, locale_dir)
-        cache = scratch / f"fold{fold}.h5"
-        build_cache(manifest, base.features, cache, resolve_count(base.features.workers))
-        caches.append(cache)
+    for fold, cache in enumerate(caches):
+        manifest, _ = prepare(dataclasses.replace(base.data, fold=fold), locale_dir)
+        if fold == 0:
+            build_cache(manifest, base.features, cache, resolve_count(base.features.workers))
+        else:
+            with atomic_path(cache, suffix=".h5") as tmp:
+                resplit_cache(caches[0], manifest, tmp)
     return caches
+
+
+def resplit_cache(source: Path, manifest: pd.DataFrame, out: Path) -> None:
+    """Writes to `out` the clips of cache `source` with the splits of `manifest` (same clips, another fold),
+    and the per-mel mean and std of the new training split, from the stored log-mels."""
+    from pipeline.cache import CacheWriter, SplitData
+    from pipeline.manifest import SPLITS
+
+    split_of = dict(zip(manifest["clip"], manifest["split"]))
+    parts = [SplitData(source, split) for split in SPLITS]
+    n_mels, dtype = parts[0].frames.shape[1], str(parts[0].frames.dtype)
+    total, total_sq, frames = np.zeros(n_mels), np.zeros(n_mels), 0
+    with CacheWriter(out, n_mels, dtype) as writer:
+        for part in parts:
+            for i in range(len(part)):
+                split, feats = split_of[part.clips[i]], part.clip(i)
+                writer.add(split, feats, int(part.labels[i]), part.speakers[i], part.clips[i])
+                if split == "train":
+                    total += feats.sum(0, dtype=np.float64)
+                    total_sq += (feats.astype(np.float64) ** 2).sum(0)
+                    frames += len(feats)
+        mean = total / frames
+        writer.finish(parts[0].classes, dataclasses.asdict(parts[0].feature_config), mean,
+                      np.sqrt(np.maximum(total_sq / frames - mean ** 2, 1e-8)))
 
 
 def run_fold(job: dict) -> dict:
@@ -185,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: 2)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the report (default: reports/ablation)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="keep the fold caches here and reuse them in later runs with the same data and "
+                             "features params (default: a temporary folder, removed at the end)")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides")
     args = parser.parse_args(argv)
     table = variants()
@@ -202,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
     try:
-        caches = build_fold_caches(args.params, scratch)
+        caches = build_fold_caches(args.params, args.cache_dir or scratch, extra)
         jobs = [{"variant": v, "cell": c, "fold": f, "cache": str(cache), "overrides": {**table[v], **extra},
                  "params_file": str(args.params), "scratch": str(scratch)}
                 for v in chosen for c in args.cells for f, cache in enumerate(caches)]

@@ -1,5 +1,7 @@
 """The ablation study's bookkeeping: cumulative variants, valid overrides, and one table from several runs."""
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from pipeline.ablate import BASELINE, STEPS, merge_rows, variants
@@ -62,3 +64,27 @@ def test_a_report_pools_the_folds_and_keeps_earlier_rows(tmp_path):
         "python -m pipeline.ablate --variants +augment", "python -m pipeline.ablate --variants baseline"]
     assert saved["rows"][0]["overrides"] == variants()["baseline"]
     assert "| +augment | GRU | 0.750 [" in report
+
+
+def test_resplit_cache_moves_clips_to_the_new_splits_with_the_new_training_statistics(cache, tmp_path):
+    from pipeline.ablate import resplit_cache
+    from pipeline.cache import SplitData
+
+    before = {s: SplitData(cache, s) for s in ("train", "dev", "test")}
+    clips = {d.clips[i]: (d.clip(i), d.labels[i], d.speakers[i]) for d in before.values() for i in range(len(d))}
+    names = sorted(clips)
+    # another fold: the first six clips are the test split, the next six dev, the rest train
+    manifest = pd.DataFrame({"clip": names, "split": ["test"] * 6 + ["dev"] * 6 + ["train"] * (len(names) - 12)})
+    out = tmp_path / "fold1.h5"
+    resplit_cache(cache, manifest, out)
+    after = {s: SplitData(out, s) for s in ("train", "dev", "test")}
+    assert sorted(after["test"].clips) == names[:6] and sorted(after["dev"].clips) == names[6:12]
+    for d in after.values():
+        for i in range(len(d)):
+            feats, label, speaker = clips[d.clips[i]]
+            np.testing.assert_array_equal(d.clip(i), feats)
+            assert (d.labels[i], d.speakers[i]) == (label, speaker)
+    train = np.concatenate([clips[c][0] for c in names[12:]]).astype(np.float64)
+    np.testing.assert_allclose(after["train"].mean, train.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(after["train"].std, train.std(0), rtol=1e-4, atol=1e-4)
+    assert after["train"].classes == before["train"].classes
