@@ -87,12 +87,14 @@ def raw_params(path: Path, overrides: dict) -> dict:
     return apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
 
 
-def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None = None) -> list[Path]:
+def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None = None,
+                      train_fraction: float = 1.0) -> list[Path]:
     """The feature cache of every fold (`data.fold` = 0 .. folds-1) of the release in params.yaml (with
     `overrides`, e.g. another `data.source`), in a folder of `scratch` named by the hash of the `data` and
     `features` sections (so a kept `--cache-dir` is reused only for the same clips and features).  Every clip
     is decoded once, for fold 0; the other folds' caches re-split those log-mels (`resplit_cache`): a clip's
-    features do not depend on its split."""
+    features do not depend on its split.  With `train_fraction` < 1 each fold keeps that share of its
+    training speakers of each class (`fewer_training_speakers`; dev and test unchanged): a learning curve."""
     from pipeline.download import resolve_source
     from pipeline.features import build_cache
     from pipeline.prepare import prepare
@@ -103,6 +105,14 @@ def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None =
                       dataclasses.asdict(dataclasses.replace(base.features, workers=0))], sort_keys=True, default=str)
     folder = scratch / f"caches-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     caches = [folder / f"fold{fold}.h5" for fold in range(base.data.folds)]
+    if train_fraction < 1:
+        subsets = [folder / f"fold{fold}-train{train_fraction:g}.h5" for fold in range(base.data.folds)]
+        if not all(cache.is_file() for cache in subsets):
+            for full, subset in zip(build_fold_caches(params_file, scratch, overrides), subsets):
+                manifest = fewer_training_speakers(cache_table(full), train_fraction, base.data.seed)
+                with atomic_path(subset, suffix=".h5") as tmp:
+                    resplit_cache(full, manifest, tmp)
+        return subsets
     if all(cache.is_file() for cache in caches):
         return caches
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,9 +127,37 @@ def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None =
     return caches
 
 
+def cache_table(cache: Path) -> pd.DataFrame:
+    """clip, speaker, label (class index) and split of every clip in `cache`."""
+    from pipeline.cache import SplitData
+    from pipeline.manifest import SPLITS
+
+    parts = []
+    for split in SPLITS:
+        data = SplitData(cache, split)
+        parts.append(pd.DataFrame({"clip": data.clips, "speaker": data.speakers, "label": data.labels,
+                                   "split": split}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def fewer_training_speakers(table: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """`table` with all but `fraction` of each class's training speakers (at least one; a seeded choice)
+    moved to the split "unused", which `resplit_cache` leaves out."""
+    rng = np.random.default_rng(seed)
+    train = table[table["split"] == "train"]
+    dropped = set()
+    for _, group in train.groupby("label"):
+        speakers = np.array(sorted(group["speaker"].unique()))
+        keep = max(1, round(fraction * len(speakers)))
+        dropped |= set(rng.permutation(speakers)[keep:])
+    return table.assign(split=np.where(table["speaker"].isin(dropped) & (table["split"] == "train"), "unused",
+                                       table["split"]))
+
+
 def resplit_cache(source: Path, manifest: pd.DataFrame, out: Path) -> None:
     """Writes to `out` the clips of cache `source` with the splits of `manifest` (same clips, another fold),
-    and the per-mel mean and std of the new training split, from the stored log-mels."""
+    and the per-mel mean and std of the new training split, from the stored log-mels.  A clip whose split
+    in `manifest` is none of train, dev and test is left out."""
     from pipeline.cache import CacheWriter, SplitData
     from pipeline.manifest import SPLITS
 
@@ -130,7 +168,10 @@ def resplit_cache(source: Path, manifest: pd.DataFrame, out: Path) -> None:
     with CacheWriter(out, n_mels, dtype) as writer:
         for part in parts:
             for i in range(len(part)):
-                split, feats = split_of[part.clips[i]], part.clip(i)
+                split = split_of[part.clips[i]]
+                if split not in SPLITS:
+                    continue
+                feats = part.clip(i)
                 writer.add(split, feats, int(part.labels[i]), part.speakers[i], part.clips[i])
                 if split == "train":
                     total += feats.sum(0, dtype=np.float64)
@@ -222,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: 2)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the report (default: reports/ablation)")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train on this share of each fold's training speakers of each class (dev and test "
+                             "unchanged): a point of the learning curve; rows are named VARIANT@FRACTION "
+                             "(default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the fold caches here and reuse them in later runs with the same data and "
                              "features params (default: a temporary folder, removed at the end)")
@@ -236,14 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown variant(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
+    if not 0 < args.train_fraction <= 1:
+        print(f"error: --train-fraction {args.train_fraction}: give a share in (0, 1]", file=sys.stderr)
+        return 2
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     start = time.perf_counter()
     # A plain `kill` (SIGTERM) then still runs the cleanup below instead of leaving the fold caches in /tmp.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
     try:
-        caches = build_fold_caches(args.params, args.cache_dir or scratch, extra)
-        jobs = [{"variant": v, "cell": c, "fold": f, "cache": str(cache), "overrides": {**table[v], **extra},
+        caches = build_fold_caches(args.params, args.cache_dir or scratch, extra, args.train_fraction)
+        label = "" if args.train_fraction == 1 else f"@{args.train_fraction:g}"
+        jobs = [{"variant": v + label, "cell": c, "fold": f, "cache": str(cache), "overrides": {**table[v], **extra},
                  "params_file": str(args.params), "scratch": str(scratch)}
                 for v in chosen for c in args.cells for f, cache in enumerate(caches)]
         runs, report = [], ""
@@ -274,7 +323,7 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | N
                  start: float) -> str:
     command = ("python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     minutes = (time.perf_counter() - start) / 60
-    new = [{**row, "overrides": {**table[row["variant"]], **extra}, "command": command}
+    new = [{**row, "overrides": {**table[row["variant"].split("@")[0]], **extra}, "command": command}
            for row in summarise(runs)]
     previous = {}
     if (args.out / "ablation.json").exists():
