@@ -196,9 +196,10 @@ def run_fold(job: dict) -> dict:
     from pipeline.network import load_model_file
     from pipeline.train import train
 
-    params = parse_params(raw_params(Path(job["params_file"]),
-                                     {**job["overrides"], "model": job["cell"], "runtime.num_threads": 1}))
-    work = Path(job["scratch"]) / f"{job['variant']}-{job['cell']}-{job['fold']}"
+    seed = {} if job.get("seed") is None else {"train.seed": job["seed"]}
+    params = parse_params(raw_params(Path(job["params_file"]), {**job["overrides"], **seed, "model": job["cell"],
+                                                                "runtime.num_threads": 1}))
+    work = Path(job["scratch"]) / f"{job['variant']}-{job['cell']}-{job['fold']}-{params.train.seed}"
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live")
     network, ckpt = load_model_file(work / "model.pt")
@@ -206,34 +207,44 @@ def run_fold(job: dict) -> dict:
     probs = predict_proba(network, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt),
                           params.runtime.inference_batch_size, torch.device("cpu"))
     shutil.rmtree(work, ignore_errors=True)
-    return {**{k: job[k] for k in ("variant", "cell", "fold")}, "best_dev": metrics["best_dev"],
+    return {**{k: job[k] for k in ("variant", "base", "cell", "fold")}, "seed": params.train.seed,
+            "best_dev": metrics["best_dev"],
             "best_train": metrics["best_train"], "best_epoch": metrics["best_epoch"],
             "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
-            "classes": test.classes, "labels": test.labels.tolist(), "pred": probs.argmax(1).tolist(),
+            "classes": test.classes, "labels": test.labels.tolist(), "probs": probs.tolist(),
             "speakers": test.speakers.tolist()}
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    from pipeline.stats import pooled_balanced_accuracy
+def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
+    """One row per variant and cell whose `folds` x `n_seeds` runs are all in: the pooled out-of-fold balanced
+    accuracy of the seeds' mean probability per clip (one seed: that seed's), with its speaker-bootstrap
+    interval; with several seeds also each seed's own pooled value (`per_seed`)."""
+    from pipeline.stats import balanced_accuracy, pooled_balanced_accuracy
 
     rows = []
     frame = pd.DataFrame(runs)
-    folds = frame["fold"].nunique()
     for (variant, cell), group in frame.groupby(["variant", "cell"], sort=False):
-        if len(group) < folds:
+        if len(group) < folds * n_seeds:
             continue  # still running
-        speakers = np.concatenate([np.asarray(s) for s in group["speakers"]])
-        labels = np.concatenate([np.asarray(v) for v in group["labels"]])
-        pred = np.concatenate([np.asarray(v) for v in group["pred"]])
-        pooled = pooled_balanced_accuracy(speakers, labels, pred)
+        by_fold = [fold_runs for _, fold_runs in group.groupby("fold", sort=True)]
+        speakers = np.concatenate([np.asarray(f.iloc[0]["speakers"]) for f in by_fold])
+        labels = np.concatenate([np.asarray(f.iloc[0]["labels"]) for f in by_fold])
+        probs = np.concatenate([np.mean([np.asarray(p) for p in f["probs"]], axis=0) for f in by_fold])
+        pooled = pooled_balanced_accuracy(speakers, labels, probs.argmax(1))
+        per_seed = [balanced_accuracy(labels, np.concatenate(
+            [np.asarray(f[f["seed"] == seed].iloc[0]["probs"]).argmax(1) for f in by_fold]))
+            for seed in sorted(group["seed"].unique())]
         train_acc = np.mean([r["accuracy"] for r in group["best_train"]])
         dev_acc = np.mean([r["accuracy"] for r in group["best_dev"]])
-        rows.append({"variant": variant, "cell": cell, "pooled_balanced_accuracy": round(pooled["value"], 4),
-                     "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
-                     "train_accuracy": round(float(train_acc), 3), "dev_accuracy": round(float(dev_acc), 3),
-                     "gap": round(float(train_acc - dev_acc), 3), "folds": int(len(group)),
-                     "mean_best_epoch": round(float(group["best_epoch"].mean()), 1),
-                     "train_seconds_per_fold": round(float(group["train_seconds"].mean()), 1)})
+        row = {"variant": variant, "base": group.iloc[0]["base"], "cell": cell, "pooled_balanced_accuracy": round(pooled["value"], 4),
+               "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
+               "train_accuracy": round(float(train_acc), 3), "dev_accuracy": round(float(dev_acc), 3),
+               "gap": round(float(train_acc - dev_acc), 3), "folds": len(by_fold), "seeds": len(per_seed),
+               "mean_best_epoch": round(float(group["best_epoch"].mean()), 1),
+               "train_seconds_per_fold": round(float(group["train_seconds"].mean()), 1)}
+        if len(per_seed) > 1:
+            row["per_seed"] = [round(v, 4) for v in per_seed]
+        rows.append(row)
     return rows
 
 
@@ -244,13 +255,16 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
              "`alt:*` rows are one change off the step in brackets; `preset:*` rows are the original study's "
              "networks on params.yaml's normalisation and augmentation. 95% intervals resample speakers. "
              "Train/dev accuracy: at each fold's chosen epoch (train with augmentation on), mean over folds.", "",
+             "`VARIANT@F`: trained on a share F of each fold's training speakers; `VARIANTxNseeds`: each clip's "
+             "probabilities averaged over N training seeds (each seed's own value in the last column).", "",
              "| variant | cell | pooled balanced accuracy [95% CI] | train acc | dev acc | gap | best epoch | "
-             "train s/fold |", "|---|---|---|---|---|---|---|---|"]
+             "train s/fold | each seed |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["variant"] + (f" (off {ALTERNATIVES[r['variant']][0]})" if r["variant"] in ALTERNATIVES else "")
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} | {r['dev_accuracy']:.3f} "
-                     f"| {r['gap']:+.3f} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} |")
+                     f"| {r['gap']:+.3f} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} | "
+                     f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -263,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: 2)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the report (default: reports/ablation)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="training seeds (train.seed) per fold; each clip's probabilities are averaged over "
+                             "them (default: params.yaml's one seed)")
     parser.add_argument("--train-fraction", type=float, default=1.0,
                         help="train on this share of each fold's training speakers of each class (dev and test "
                              "unchanged): a point of the learning curve; rows are named VARIANT@FRACTION "
@@ -291,19 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
     try:
         caches = build_fold_caches(args.params, args.cache_dir or scratch, extra, args.train_fraction)
-        label = "" if args.train_fraction == 1 else f"@{args.train_fraction:g}"
-        jobs = [{"variant": v + label, "cell": c, "fold": f, "cache": str(cache), "overrides": {**table[v], **extra},
-                 "params_file": str(args.params), "scratch": str(scratch)}
-                for v in chosen for c in args.cells for f, cache in enumerate(caches)]
+        seeds = args.seeds or [None]
+        label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
+            (f"x{len(seeds)}seeds" if len(seeds) > 1 else "")
+        jobs = [{"variant": v + label, "base": v, "cell": c, "fold": f, "seed": seed, "cache": str(cache),
+                 "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch)}
+                for v in chosen for c in args.cells for seed in seeds for f, cache in enumerate(caches)]
         runs, report = [], ""
         with ProcessPoolExecutor(args.workers) as pool:
             for run in pool.map(run_fold, jobs):
                 runs.append(run)
-                print(f"{run['variant']:>20} {run['cell']} fold {run['fold']}: dev macro-F1 "
+                print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: dev macro-F1 "
                       f"{run['best_dev']['macro_f1']:.3f} (train acc {run['best_train'].get('accuracy', 0):.3f}) "
                       f"epoch {run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
-                if run["fold"] == len(caches) - 1:  # a variant and cell complete: the report so far
-                    report = write_report(runs, args, argv, table, extra, start)
+                if run["fold"] == len(caches) - 1:  # perhaps a variant and cell complete: the report so far
+                    report = write_report(runs, args, argv, table, extra, start, len(caches), len(seeds))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(report)
@@ -320,11 +339,11 @@ def merge_rows(previous: list[dict], new: list[dict], order: list[str]) -> list[
 
 
 def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | None, table: dict, extra: dict,
-                 start: float) -> str:
+                 start: float, folds: int, n_seeds: int) -> str:
     command = ("python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     minutes = (time.perf_counter() - start) / 60
-    new = [{**row, "overrides": {**table[row["variant"].split("@")[0]], **extra}, "command": command}
-           for row in summarise(runs)]
+    new = [{**row, "overrides": {**table[row["base"]], **extra}, "command": command}
+           for row in summarise(runs, folds, n_seeds)]
     previous = {}
     if (args.out / "ablation.json").exists():
         previous = json.loads((args.out / "ablation.json").read_text(encoding="utf-8"))

@@ -49,14 +49,15 @@ def test_a_report_pools_the_folds_and_keeps_earlier_rows(tmp_path):
     from pipeline.ablate import write_report
 
     def runs(variant):  # two folds, two speakers each; class 0 right half the time, class 1 always
-        return [{"variant": variant, "cell": "gru", "fold": f, "best_dev": {"accuracy": 0.3, "macro_f1": 0.3},
+        return [{"variant": variant, "base": variant, "cell": "gru", "fold": f, "seed": 42,
+                 "best_dev": {"accuracy": 0.3, "macro_f1": 0.3},
                  "best_train": {"accuracy": 0.4}, "best_epoch": 3, "epochs_run": 5, "train_seconds": 10.0,
-                 "classes": ["a", "b"], "labels": [0, 1, 0, 1], "pred": [0, 1, 1, 1],
+                 "classes": ["a", "b"], "labels": [0, 1, 0, 1], "probs": [[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0, 1]],
                  "speakers": [2 * f, 2 * f, 2 * f + 1, 2 * f + 1]} for f in range(2)]
 
     args = argparse.Namespace(out=tmp_path)
-    write_report(runs("+augment"), args, ["--variants", "+augment"], variants(), {}, time.perf_counter())
-    report = write_report(runs("baseline"), args, ["--variants", "baseline"], variants(), {}, time.perf_counter())
+    write_report(runs("+augment"), args, ["--variants", "+augment"], variants(), {}, time.perf_counter(), 2, 1)
+    report = write_report(runs("baseline"), args, ["--variants", "baseline"], variants(), {}, time.perf_counter(), 2, 1)
     saved = json.loads((tmp_path / "ablation.json").read_text())
     assert [(r["variant"], r["pooled_balanced_accuracy"], r["gap"]) for r in saved["rows"]] == [
         ("baseline", 0.75, 0.1), ("+augment", 0.75, 0.1)]
@@ -105,3 +106,19 @@ def test_fewer_training_speakers_keeps_that_share_of_each_class_and_leaves_dev_a
     assert (out["split"] == "test").sum() == 12 and set(out["split"]) == {"train", "test", "unused"}
     assert fewer_training_speakers(table, 0.25, seed=0).equals(out)
     assert fewer_training_speakers(table, 0.01, seed=0).query("split == 'train'")["speaker"].nunique() == 2
+
+
+def test_seeds_are_averaged_per_clip_and_each_seed_is_reported():
+    from pipeline.ablate import summarise
+
+    # one fold, two speakers, two seeds: seed 1 gets clip 0 wrong, seed 2 gets clip 1 wrong; their mean
+    # probabilities get both right
+    base = {"variant": "defaultx2seeds", "base": "default", "cell": "lstm", "fold": 0, "classes": ["a", "b"],
+            "labels": [0, 1], "speakers": ["s1", "s2"], "best_dev": {"accuracy": 0.5}, "best_train": {"accuracy": 0.6},
+            "best_epoch": 2, "train_seconds": 1.0}
+    runs = [{**base, "seed": 1, "probs": [[0.45, 0.55], [0.1, 0.9]]},
+            {**base, "seed": 2, "probs": [[0.9, 0.1], [0.6, 0.4]]}]
+    assert summarise(runs[:1], folds=1, n_seeds=2) == []  # a seed still running
+    [row] = summarise(runs, folds=1, n_seeds=2)
+    assert row["pooled_balanced_accuracy"] == 1.0 and row["per_seed"] == [0.5, 0.5] and row["seeds"] == 2
+    assert row["base"] == "default"
