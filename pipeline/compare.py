@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,7 +36,6 @@ from pipeline.stage import atomic_path, write_json
 from pipeline.stats import paired_difference, pooled_balanced_accuracy, verdict
 
 CELLS = ("lstm", "gru")
-RESTORED = ["params.yaml", "dvc.lock", "metrics"]
 
 
 def experiment_name(preset: str, cell: str, fold: int, seed: int | None) -> str:
@@ -53,16 +53,15 @@ def overrides(preset: str, cell: str, fold: int, seed: int | None) -> list[str]:
     return args
 
 
-def experiment_commands(presets: list[str], folds: int, seeds: list[int | None], queue: bool = False
-                        ) -> list[tuple[dict, list[str]]]:
-    """(run description, command) for every preset x cell x fold x seed."""
+def experiment_commands(presets: list[str], folds: int, seeds: list[int | None]) -> list[tuple[dict, list[str]]]:
+    """(run description, `dvc exp run --queue` command) for every preset x cell x fold x seed."""
     runs = []
     for preset in presets:
         for cell in CELLS:
             for seed in seeds:
                 for fold in range(folds):
                     name = experiment_name(preset, cell, fold, seed)
-                    cmd = ["dvc", "exp", "run", *(["--queue"] if queue else []), "--name", name,
+                    cmd = ["dvc", "exp", "run", "--queue", "--name", name,
                            *overrides(preset, cell, fold, seed)]
                     runs.append(({"name": name, "preset": preset, "cell": cell, "fold": fold, "seed": seed}, cmd))
     return runs
@@ -235,29 +234,38 @@ def write_reports(summary: dict, command: str, minutes: float | None) -> None:
     plot(summary, COMPARE_PLOT)
 
 
-def run_experiments(commands: list[list[str]], queue: bool, jobs: int = 1) -> int:
+def run_experiments(commands: list[list[str]], jobs: int) -> int:
+    """Queues every experiment and runs `jobs` at a time (`dvc queue start -j`), each in a temporary
+    workspace of its own: the user's workspace (params.yaml, dvc.lock, metrics/, uncommitted changes and all)
+    is the experiments' starting point and is left exactly as it was."""
     for cmd in commands:
         print("$", " ".join(cmd), flush=True)
         name = cmd[cmd.index("--name") + 1]
-        subprocess.run(["dvc", "exp", "remove", name], capture_output=True)  # a rerun replaces an old one
-        # `dvc exp run` leaves its parameters in the workspace; start each one from HEAD's.
-        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], check=True)
+        # a rerun replaces an old experiment of that name, and its finished task in the queue
+        subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
+        subprocess.run(["dvc", "queue", "remove", name], capture_output=True)
         if subprocess.run(cmd).returncode != 0:
-            print(f"error: experiment {name} failed; see the output above", file=sys.stderr)
+            print(f"error: could not queue experiment {name}; see the output above", file=sys.stderr)
             return 1
-    if queue:
-        print(f"$ dvc queue start -j {jobs}, then wait for the queue", flush=True)
-        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], check=True)
-        while "Running" in (status := subprocess.run(["dvc", "queue", "status"], capture_output=True,
-                                                      text=True).stdout) or "Queued" in status:
-            time.sleep(10)
-        if "Failed" in status:
-            print(f"error: a queued experiment failed:\n{status}", file=sys.stderr)
+    print(f"$ dvc queue start -j {jobs}, then wait for the queue", flush=True)
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], check=True)
+    names = {cmd[cmd.index("--name") + 1] for cmd in commands}
+    done: set[str] = set()
+    while True:
+        status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
+        rows = [line.split() for line in status.splitlines() if len(line.split()) >= 3]
+        ours = {row[1]: row[-1] for row in rows if row[1] in names}
+        failed = sorted(name for name, state in ours.items() if state == "Failed")
+        if failed:
+            print(f"error: experiment(s) {', '.join(failed)} failed; see `dvc queue logs NAME`", file=sys.stderr)
             return 1
-    # Each `dvc exp run` leaves its results in the workspace; put HEAD's back.
-    subprocess.run(["git", "checkout", "HEAD", "--", *RESTORED], check=True)
-    subprocess.run(["dvc", "checkout", "--quiet"], check=False)
-    return 0
+        finished = {name for name, state in ours.items() if state == "Success"}
+        for name in sorted(finished - done):
+            print(f"done: {name} ({len(finished)}/{len(names)})", flush=True)
+        done = finished
+        if not any(state in ("Queued", "Running") for state in ours.values()):
+            return 0
+        time.sleep(5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,10 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="presets to compare (default: default; `make compare-all` runs every one)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="training seeds (train.seed) per fold; default: params.yaml's one seed")
-    parser.add_argument("--queue", action="store_true",
-                        help="queue the experiments and run them with `dvc queue start` instead of one by one")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="with --queue: experiments run at once (`dvc queue start -j`; default: 1)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="experiments run at once, each in its own temporary workspace with "
+                             "runtime.num_threads torch threads (`dvc queue start -j`; default: the cores, %(default)s)")
     parser.add_argument("--report-only", action="store_true",
                         help="do not run anything: gather the experiments already run and write the reports")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands instead of running them")
@@ -279,18 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: data.folds is below 2 in params.yaml; cross-validation needs at least 2 folds", file=sys.stderr)
         return 2
     seeds: list[int | None] = list(args.seeds) if args.seeds else [None]
-    planned = experiment_commands(args.presets, folds, seeds, args.queue)
+    planned = experiment_commands(args.presets, folds, seeds)
     if args.dry_run:
         for _, cmd in planned:
             print("$", " ".join(cmd))
         return 0
     start = time.perf_counter()
     if not args.report_only:
-        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *RESTORED]).returncode != 0:
-            print(f"error: {', '.join(RESTORED)} differ from HEAD; commit or stash them first, since the "
-                  "experiments run in the workspace and it is restored to HEAD afterwards", file=sys.stderr)
-            return 2
-        code = run_experiments([cmd for _, cmd in planned], args.queue, args.jobs)
+        code = run_experiments([cmd for _, cmd in planned], max(1, args.jobs))
         if code:
             return code
     summary = summarise(gather([run for run, _ in planned]))

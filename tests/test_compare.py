@@ -35,8 +35,8 @@ def test_dry_run_prints_a_run_per_cell_and_fold(capsys):
     lines = capsys.readouterr().out.splitlines()
     folds = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["folds"]
     assert len(lines) == 2 * folds
-    assert lines[0].startswith("$ dvc exp run --name basic-lstm-f0 -S model=lstm -S data.fold=0 -S rnn.hidden_size=313")
-    assert any(line.startswith(f"$ dvc exp run --name basic-gru-f{folds - 1} -S model=gru") for line in lines)
+    assert lines[0].startswith("$ dvc exp run --queue --name basic-lstm-f0 -S model=lstm -S data.fold=0 -S rnn.hidden_size=313")
+    assert any(line.startswith(f"$ dvc exp run --queue --name basic-gru-f{folds - 1} -S model=gru") for line in lines)
 
 
 def test_experiment_revisions_from_dvc_exp_show_json():
