@@ -32,11 +32,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.config import apply_overrides, parse_params
-from pipeline.network import PRESETS
-from pipeline.stage import write_json
+from pipeline.config import CELLS, PARAMS_FILE, PRESETS, apply_overrides, parse_params, preset_overrides
+from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
+from pipeline.stage import atomic_path, write_json
 
-OUT = Path("reports/ablation")
 # Cumulative steps from the defaults this project had before the study ("baseline") to the chosen
 # defaults: each row adds one change to the row above it.
 BASELINE = {"normalise.utterance_mean": False, "normalise.utterance_std": False, "rnn.hidden_size": 128,
@@ -76,8 +75,8 @@ def variants() -> dict[str, dict]:
         out[name] = dict(current)
     for name, (step, change) in ALTERNATIVES.items():
         out[name] = {**out[step], **change}
-    for preset, rnn in PRESETS.items():
-        out[f"preset:{preset}"] = {f"rnn.{key}": value for key, value in rnn.items()}
+    for preset in PRESETS:
+        out[f"preset:{preset}"] = preset_overrides(preset)
     return out
 
 
@@ -110,12 +109,8 @@ def run_fold(job: dict) -> dict:
     import contextlib
     import io
 
-    import torch
-
     from pipeline.cache import SplitData
-    from pipeline.data import Normaliser
-    from pipeline.inference import predict_proba
-    from pipeline.network import load_model_file
+    from pipeline.model import AccentModel
     from pipeline.train import train
 
     params = parse_params(raw_params(Path(job["params_file"]),
@@ -123,10 +118,9 @@ def run_fold(job: dict) -> dict:
     work = Path(job["scratch"]) / f"{job['variant']}-{job['cell']}-{job['fold']}"
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live")
-    network, ckpt = load_model_file(work / "model.pt")
-    test = SplitData(job["cache"], "test")
-    probs = predict_proba(network, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt),
-                          params.runtime.inference_batch_size, torch.device("cpu"))
+    model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
+    with SplitData(job["cache"], "test") as test:
+        probs = model.predict_split(test)
     shutil.rmtree(work, ignore_errors=True)
     return {**{k: job[k] for k in ("variant", "cell", "fold")}, "best_dev": metrics["best_dev"],
             "best_train": metrics["best_train"], "best_epoch": metrics["best_epoch"],
@@ -179,12 +173,13 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=None, help="variant names (default: all; see --list)")
-    parser.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra overrides for every variant (YAML values), e.g. train.epochs=15")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: 2)")
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for the report (default: reports/ablation)")
+    parser.add_argument("--out", type=Path, default=ABLATION_REPORT.parent,
+                        help=f"folder for the report (default: {ABLATION_REPORT.parent})")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides")
     args = parser.parse_args(argv)
     table = variants()
@@ -237,15 +232,16 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | N
     new = [{**row, "overrides": {**table[row["variant"]], **extra}, "command": command}
            for row in summarise(runs)]
     previous = {}
-    if (args.out / "ablation.json").exists():
-        previous = json.loads((args.out / "ablation.json").read_text(encoding="utf-8"))
+    json_path, report_path = args.out / ABLATION_JSON.name, args.out / ABLATION_REPORT.name
+    if json_path.exists():
+        previous = json.loads(json_path.read_text(encoding="utf-8"))
     rows = merge_rows(previous.get("rows", []), new, list(table))
     commands = [c for c in previous.get("commands", []) if c["command"] != command]
     commands.append({"command": command, "minutes": round(minutes, 1)})
-    args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(rows, commands)
-    (args.out / "ablation.md").write_text(report, encoding="utf-8")
-    write_json(args.out / "ablation.json", {"rows": rows, "commands": commands})
+    with atomic_path(report_path, suffix=".md") as tmp:
+        tmp.write_text(report, encoding="utf-8")
+    write_json(json_path, {"rows": rows, "commands": commands})
     return report
 
 

@@ -27,15 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import load_params
+from pipeline.config import CELLS, PARAMS_FILE, PRESETS, load_params, preset_overrides
 from pipeline.metrics import speaker_accuracy
-from pipeline.network import PRESETS
 from pipeline.paths import COMPARE_METRICS, COMPARE_PLOT, COMPARE_REPORT, EVAL_METRICS, PREDICTIONS
 from pipeline.stage import atomic_path, write_json
 from pipeline.stats import paired_difference, pooled_balanced_accuracy, verdict
 
-CELLS = ("lstm", "gru")
-RESTORED = ["params.yaml", "dvc.lock", "metrics"]
+RESTORED = [str(PARAMS_FILE), "dvc.lock", "metrics"]
 
 
 def experiment_name(preset: str, cell: str, fold: int, seed: int | None) -> str:
@@ -47,9 +45,9 @@ def overrides(preset: str, cell: str, fold: int, seed: int | None) -> list[str]:
     args = ["-S", f"model={cell}", "-S", f"data.fold={fold}"]
     if seed is not None:
         args += ["-S", f"train.seed={seed}"]
-    for key, value in PRESETS.get(preset, {}).items():
+    for key, value in preset_overrides(preset).items():
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        args += ["-S", f"rnn.{key}={text}"]
+        args += ["-S", f"{key}={text}"]
     return args
 
 
@@ -241,7 +239,7 @@ def run_experiments(commands: list[list[str]], queue: bool, jobs: int = 1) -> in
         name = cmd[cmd.index("--name") + 1]
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)  # a rerun replaces an old one
         # `dvc exp run` leaves its parameters in the workspace; start each one from HEAD's.
-        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], check=True)
+        subprocess.run(["git", "checkout", "HEAD", "--", str(PARAMS_FILE)], check=True)
         if subprocess.run(cmd).returncode != 0:
             print(f"error: experiment {name} failed; see the output above", file=sys.stderr)
             return 1

@@ -25,8 +25,9 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.commonvoice import count_lines
 from pipeline.config import Params
+from pipeline.errors import StageError
 from pipeline.paths import RELEASE_MANIFEST
-from pipeline.stage import StageError, progress, run_stage, write_json
+from pipeline.stage import progress, run_stage, write_json
 
 MARKER = ".acento-extracted.json"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")

@@ -24,9 +24,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.commonvoice import SPANISH_PRESETS, read_durations, read_tsv, split_accents
 from pipeline.config import DataConfig, Params
+from pipeline.errors import StageError
 from pipeline.manifest import COLUMNS, SPLITS, write_manifest
 from pipeline.paths import CLIP_MANIFEST, DATA_METRICS, RELEASE_MANIFEST
-from pipeline.stage import StageError, run_stage, write_json
+from pipeline.stage import run_stage, write_json
 
 DROP_REASONS = ("malformed_row", "duplicate_clip", "down_voted", "no_accent", "unmapped_accent",
                 "ambiguous_accent", "missing_file", "unknown_duration", "too_short", "too_long",

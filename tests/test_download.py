@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.download import (download, download_path, extract_release, find_locale_dir, resolve_source,
                                run as download_run)
-from pipeline.stage import StageError
+from pipeline.errors import StageError
 from tests.helpers import SAMPLE, balanced_rows, make_release, params
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
