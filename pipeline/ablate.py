@@ -8,7 +8,7 @@ speaker once) into a balanced accuracy with a 95% speaker-bootstrap interval (`p
 Nothing is chosen on a test fold.  The features of each fold are computed once and shared by all
 variants (they depend on the split, not on the model), and folds train in parallel processes.
 
-This is the study behind the defaults in params.yaml (README: "Accent, not voice"); `make compare`
+This is the study behind the defaults in params.yaml (docs/study.md: "Accent, not voice"); `make compare`
 is the user-facing comparison of cells, with every run a DVC experiment.
 
   python -m pipeline.ablate --variants baseline +utterance_norm --cells gru

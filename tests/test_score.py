@@ -1,23 +1,20 @@
 """`python -m pipeline.score`: a model scored on a labelled release, read as `prepare` reads it."""
 
-import dataclasses
 import json
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from pipeline.audio import AudioError
-from pipeline.data import Normaliser
 from pipeline.download import extract_release
 from pipeline.model import AccentModel
-from pipeline.network import AccentClassifier
 from pipeline.prepare import labelled_clips
 from pipeline.score import main, parse_classes
-from tests.helpers import CARIBE, MEXICO, NORTE, SAMPLE, SUR, balanced_rows, make_release, params, params_file
+from tests.helpers import (CARIBE, MEXICO, NORTE, SAMPLE, SUR, balanced_rows, make_release, params, params_file,
+                           untrained_model)
 
 SPAIN = ["norte", "sur"]
 AMERICAS = ["andino", "caribe", "chileno", "mexico", "rioplatense"]
@@ -26,14 +23,7 @@ AMERICAS = ["andino", "caribe", "chileno", "mexico", "rioplatense"]
 @pytest.fixture(scope="module")
 def seven_class_model(tmp_path_factory):
     """An untrained (seeded) GRU with the sample's seven classes: scoring needs a model, not a good one."""
-    p = params()
-    torch.manual_seed(0)
-    rnn = dataclasses.replace(p.rnn, hidden_size=8, num_layers=1, frontend_channels=8)
-    network = AccentClassifier(p.features.n_mels, len(p.data.classes), "gru", rnn)
-    normaliser = Normaliser(p.normalise, np.zeros(p.features.n_mels, np.float32), np.ones(p.features.n_mels, np.float32))
-    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    AccentModel(network, sorted(p.data.classes), p.features, normaliser).save(path)
-    return path
+    return untrained_model(tmp_path_factory.mktemp("tiny") / "tiny.pt", "gru")
 
 
 def run(capsys, *argv):
