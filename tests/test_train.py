@@ -88,6 +88,7 @@ def test_dev_evaluation_combines_tensors_of_one_device_only(cache, monkeypatch):
 
     monkeypatch.setattr(train_module.torch.nn.functional, "nll_loss", spy)
     trainer = train_module.Trainer(params(**TINY), cache)
+    trainer.class_weight = torch.tensor([3.0, 1.0])  # unequal, so that a loss without them differs
     trainer.loss_fn = torch.nn.CrossEntropyLoss(weight=trainer.class_weight.to("meta"))
     dev = trainer.validate()
     assert seen == [{"cpu"}]
