@@ -3,6 +3,8 @@
 The test speakers were never seen in training (with `data.split_by: speaker`), so these numbers are
 unseen-speaker accuracy, the only kind that says anything about accents.  `speaker_accuracy` decides
 once per test speaker (highest summed probability over their clips), as a per-speaker decision would.
+The metrics and the confusion rows go through dvclive (`pipeline.scoring`), the PNG is for people
+without DVC; `score` writes the same metrics for any other labelled release.
 """
 
 from __future__ import annotations
