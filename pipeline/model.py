@@ -85,8 +85,6 @@ class AccentModel:
             self._log_mel = LogMel(self.features)
         return self._log_mel
 
-    # ------------------------------------------------------------------ the model file
-
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 64) -> "AccentModel":
         """The model of a file written by `train`, loaded with `weights_only=True` (no pickled code),
@@ -148,8 +146,6 @@ class AccentModel:
         return {"model": self.cell, "classes": list(self.classes), "features": dataclasses.asdict(self.features),
                 "rnn": dataclasses.asdict(self.network.cfg)}
 
-    # ------------------------------------------------------------------ probabilities
-
     def predict_log_mels(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities [clips, classes] for log-mels [frames, n_mels] each, as `log_mel`
         computes them; batched by length, returned in input order."""
@@ -170,8 +166,6 @@ class AccentModel:
     def prediction(self, probs: np.ndarray) -> Prediction:
         """The Prediction of one row of probabilities [classes]."""
         return Prediction(self.classes[int(np.argmax(probs))], {c: float(p) for c, p in zip(self.classes, probs)})
-
-    # ------------------------------------------------------------------ files
 
     def classify(self, path: str | Path) -> Prediction:
         """The accent of one audio file (MP3, WAV, FLAC, OGG/Opus; any rate and channels).
