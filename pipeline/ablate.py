@@ -8,7 +8,7 @@ speaker once) into a balanced accuracy with a 95% speaker-bootstrap interval (`p
 Nothing is chosen on a test fold.  The features of each fold are computed once and shared by all
 variants (they depend on the split, not on the model), and folds train in parallel processes.
 
-This is the study behind the defaults in params.yaml (README: "Accent, not voice"); `make compare`
+This is the study behind the defaults in params.yaml (docs/study.md: "Accent, not voice"); `make compare`
 is the user-facing comparison of cells, with every run a DVC experiment.
 
   python -m pipeline.ablate --variants baseline +utterance_norm --cells gru
@@ -33,11 +33,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.config import apply_overrides, parse_params
-from pipeline.network import PRESETS
+from pipeline.config import CELLS, PARAMS_FILE, PRESETS, apply_overrides, parse_params, preset_overrides
+from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
 from pipeline.stage import atomic_path, write_json
 
-OUT = Path("reports/ablation")
 # Cumulative steps from the defaults this project had before the study ("baseline") to the chosen
 # defaults: each row adds one change to the row above it.
 BASELINE = {"normalise.utterance_mean": False, "normalise.utterance_std": False, "rnn.hidden_size": 128,
@@ -78,8 +77,8 @@ def variants() -> dict[str, dict]:
         out[name] = dict(current)
     for name, (step, change) in ALTERNATIVES.items():
         out[name] = {**out[step], **change}
-    for preset, rnn in PRESETS.items():
-        out[f"preset:{preset}"] = {f"rnn.{key}": value for key, value in rnn.items()}
+    for preset in PRESETS:
+        out[f"preset:{preset}"] = preset_overrides(preset)
     return out
 
 
@@ -188,12 +187,8 @@ def run_fold(job: dict) -> dict:
     import contextlib
     import io
 
-    import torch
-
     from pipeline.cache import SplitData
-    from pipeline.data import Normaliser
-    from pipeline.inference import predict_proba
-    from pipeline.network import load_model_file
+    from pipeline.model import AccentModel
     from pipeline.train import train
 
     seed = {} if job.get("seed") is None else {"train.seed": job["seed"]}
@@ -202,10 +197,9 @@ def run_fold(job: dict) -> dict:
     work = Path(job["scratch"]) / f"{job['variant']}-{job['cell']}-{job['fold']}-{params.train.seed}"
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live")
-    network, ckpt = load_model_file(work / "model.pt")
-    test = SplitData(job["cache"], "test")
-    probs = predict_proba(network, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt),
-                          params.runtime.inference_batch_size, torch.device("cpu"))
+    model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
+    with SplitData(job["cache"], "test") as test:
+        probs = model.predict_split(test)
     shutil.rmtree(work, ignore_errors=True)
     return {**{k: job[k] for k in ("variant", "base", "cell", "fold")}, "seed": params.train.seed,
             "best_dev": metrics["best_dev"],
@@ -271,12 +265,13 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=None, help="variant names (default: all; see --list)")
-    parser.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra overrides for every variant (YAML values), e.g. train.epochs=15")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: 2)")
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for the report (default: reports/ablation)")
+    parser.add_argument("--out", type=Path, default=ABLATION_REPORT.parent,
+                        help=f"folder for the report (default: {ABLATION_REPORT.parent})")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="training seeds (train.seed) per fold; each clip's probabilities are averaged over "
                              "them (default: params.yaml's one seed)")
@@ -345,15 +340,16 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | N
     new = [{**row, "overrides": {**table[row["base"]], **extra}, "command": command}
            for row in summarise(runs, folds, n_seeds)]
     previous = {}
-    if (args.out / "ablation.json").exists():
-        previous = json.loads((args.out / "ablation.json").read_text(encoding="utf-8"))
+    json_path, report_path = args.out / ABLATION_JSON.name, args.out / ABLATION_REPORT.name
+    if json_path.exists():
+        previous = json.loads(json_path.read_text(encoding="utf-8"))
     rows = merge_rows(previous.get("rows", []), new, list(table))
     commands = [c for c in previous.get("commands", []) if c["command"] != command]
     commands.append({"command": command, "minutes": round(minutes, 1)})
-    args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(rows, commands)
-    (args.out / "ablation.md").write_text(report, encoding="utf-8")
-    write_json(args.out / "ablation.json", {"rows": rows, "commands": commands})
+    with atomic_path(report_path, suffix=".md") as tmp:
+        tmp.write_text(report, encoding="utf-8")
+    write_json(json_path, {"rows": rows, "commands": commands})
     return report
 
 

@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 
 from pipeline.config import FeaturesConfig
-from pipeline.stage import StageError
+from pipeline.errors import StageError
 
 LOG_FLOOR = 1e-10
 # Float files nominally hold +-1; far beyond, squares overflow float32 in the trimming and the power.

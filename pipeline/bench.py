@@ -35,13 +35,13 @@ from pipeline.config import load_params
 from pipeline.download import extract_release
 from pipeline.features import build_cache
 from pipeline.manifest import write_manifest
-from pipeline.paths import MODEL_FILE
+from pipeline.paths import BENCH_JSON, BENCH_REPORT, MODEL_FILE
 from pipeline.prepare import prepare
 from pipeline.runtime import available_cores, resolve_count
+from pipeline.stage import atomic_path, write_json
 
 SAMPLE = Path("data/sample/cv-corpus-sample-es.tar.gz")
 SECTIONS = ("features", "training", "predict", "cli", "service", "lazy")
-OUT = Path("bench")
 
 
 def machine() -> dict:
@@ -202,9 +202,7 @@ def bench_lazy_read(scratch: Path, features, gigabytes: float, batches: int, bat
 def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
     from pipeline.cache import SplitData
     from pipeline.metrics import classification_metrics
-    from pipeline.data import Normaliser
-    from pipeline.inference import predict_proba
-    from pipeline.network import load_model_file
+    from pipeline.model import AccentModel
     from pipeline.train import train
 
     variants = {"default (conv stride 4, bucketing)": {},
@@ -220,9 +218,7 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
             p = dataclasses.replace(p, train=dataclasses.replace(p.train, epochs=2))
         out = scratch / "model.pt"
         metrics = train(p, cache, out, scratch / "live")
-        model, ckpt = load_model_file(out)
-        probs = predict_proba(model, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt), 64,
-                              torch.device("cpu"))
+        probs = AccentModel.load(out).predict_split(test)
         scores, _ = classification_metrics(test.labels, probs, test.speakers, test.classes)
         results[name] = {"train_clips_per_second": metrics["train_clips_per_second"],
                          "seconds_per_epoch": round(metrics["train_seconds"] / metrics["epochs_run"], 2),
@@ -240,32 +236,32 @@ def five_second_clip(manifest: pd.DataFrame, scratch: Path) -> Path:
 
 
 def bench_predict(model_path: Path, manifest: pd.DataFrame, scratch: Path) -> dict:
-    from pipeline.network import load_model_file
-    from pipeline.predict import classify_files, inference_threads
+    from pipeline.model import AccentModel
+    from pipeline.predict import inference_threads
 
-    model, ckpt = load_model_file(model_path)
+    model = AccentModel.load(model_path)
     torch.set_num_threads(inference_threads(1, 1))
     clip = five_second_clip(manifest, scratch)
-    list(classify_files([clip], model, ckpt, torch.device("cpu")))  # warm-up
+    model.classify(clip)  # warm-up
     latencies = []
     for _ in range(30):
         start = time.perf_counter()
-        list(classify_files([clip], model, ckpt, torch.device("cpu")))
+        model.classify(clip)
         latencies.append(time.perf_counter() - start)
     return {"single_5s_clip_ms_median": round(1000 * statistics.median(latencies), 1),
             "single_5s_clip_ms_p90": round(1000 * sorted(latencies)[int(0.9 * len(latencies))], 1),
-            **batch_throughput(model_path, manifest), "model": ckpt["model"]}
+            **batch_throughput(model_path, manifest), "model": model.cell}
 
 
 def batch_throughput(model_path: Path, manifest: pd.DataFrame) -> dict:
     """`acento-predict`'s throughput on a folder of the sample's clips, in this process (best of 2)."""
-    from pipeline.network import load_model_file
+    from pipeline.model import AccentModel
     from pipeline.predict import classify_files, inference_threads
 
-    model, ckpt = load_model_file(model_path)
+    model = AccentModel.load(model_path)
     files = [Path(p) for p in manifest["audio_path"]]
     torch.set_num_threads(inference_threads(len(files), resolve_count(0)))
-    batch = timed(lambda: list(classify_files(files, model, ckpt, torch.device("cpu"), 64, resolve_count(0))), 2)
+    batch = timed(lambda: list(classify_files(files, model, resolve_count(0))), 2)
     return {"batch_clips_per_second": round(len(files) / batch, 1), "batch_clips": len(files)}
 
 
@@ -408,14 +404,14 @@ def bench_service(model_path: Path, manifest: pd.DataFrame, clients: int, reques
 
 
 def write_report(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out / BENCH_JSON.name, results)
     lines = ["# acento benchmarks", "", "Written by `make bench` (`python -m pipeline.bench`).", "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in results["machine"].items()]
     for section in ("features", "training", "predict", "cli", "service", "lazy_read"):
         if section in results:
             lines += ["", f"## {section}", "", "```json", json.dumps(results[section], indent=2), "```"]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / BENCH_REPORT.name, suffix=".md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,10 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500, help="service load test: requests (default: 500)")
     parser.add_argument("--time-limit", type=float, default=180,
                         help="service load test: stop after this many seconds (default: 180)")
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for results.md/.json (default: bench)")
+    parser.add_argument("--out", type=Path, default=BENCH_REPORT.parent,
+                        help=f"folder for {BENCH_REPORT.name} and {BENCH_JSON.name} (default: {BENCH_REPORT.parent})")
     args = parser.parse_args(argv)
     params = load_params()
-    results = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    previous = args.out / BENCH_JSON.name
+    results = json.loads(previous.read_text()) if previous.exists() else {}
     results["machine"] = machine()
     scratch = Path(tempfile.mkdtemp(prefix="acento-bench-"))
     try:
@@ -467,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     write_report(results, args.out)
-    print(f"results -> {args.out / 'results.md'}")
+    print(f"results -> {args.out / BENCH_REPORT.name}")
     return 0
 
 

@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 
 from pipeline.config import FeaturesConfig, stored_features_config
+from pipeline.errors import StageError
 from pipeline.manifest import SPLITS
-from pipeline.stage import StageError
 
 FLUSH_FRAMES = 1 << 16  # frames buffered per split before a write (8 MB of float16 at 64 mels)
 # Chunk height of `frames`: 128 rows are 16 kB at 64 mels in float16.  A random read of a clip of L
@@ -119,7 +119,10 @@ class CacheWriter:
 
 
 class SplitData:
-    """One split of the cache: frames in memory (or read lazily from the file) plus the clip tables."""
+    """One split of the cache: frames in memory (or read lazily from the file) plus the clip tables.
+
+    Holds the HDF5 file open for lazy reads: `close()` it, or use it as a context manager.
+    """
 
     def __init__(self, path: str | Path, split: str):
         self.path = Path(path)
@@ -131,6 +134,7 @@ class SplitData:
             raise StageError(f"{path}: not a readable HDF5 feature cache ({exc}); rebuild it with "
                              "`dvc repro --force features`") from None
         if split not in self._file or any(a not in self._file.attrs for a in ATTRS):
+            self._file.close()
             raise StageError(f"{path}: no '{split}' split or cache attributes in it; it was not written by "
                              "the features stage, rebuild it with `dvc repro --force features`")
         group = self._file[split]
@@ -152,6 +156,16 @@ class SplitData:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def close(self) -> None:
+        """Closes the HDF5 file; the clip tables stay usable, clips held in memory too, lazy reads not."""
+        self._file.close()
+
+    def __enter__(self) -> "SplitData":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def clip(self, i: int) -> np.ndarray:
         """Clip i's log-mels, [frames, n_mels] float32."""

@@ -28,14 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import load_params
+from pipeline.config import CELLS, PRESETS, load_params, preset_overrides
 from pipeline.metrics import speaker_accuracy
-from pipeline.network import PRESETS
 from pipeline.paths import COMPARE_METRICS, COMPARE_PLOT, COMPARE_REPORT, EVAL_METRICS, PREDICTIONS
 from pipeline.stage import atomic_path, write_json
 from pipeline.stats import paired_difference, pooled_balanced_accuracy, verdict
 
-CELLS = ("lstm", "gru")
 
 
 def experiment_name(preset: str, cell: str, fold: int, seed: int | None) -> str:
@@ -47,9 +45,9 @@ def overrides(preset: str, cell: str, fold: int, seed: int | None) -> list[str]:
     args = ["-S", f"model={cell}", "-S", f"data.fold={fold}"]
     if seed is not None:
         args += ["-S", f"train.seed={seed}"]
-    for key, value in PRESETS.get(preset, {}).items():
+    for key, value in preset_overrides(preset).items():
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        args += ["-S", f"rnn.{key}={text}"]
+        args += ["-S", f"{key}={text}"]
     return args
 
 

@@ -8,6 +8,7 @@ missing key is an error rather than a silent fallback to a second, possibly diff
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import typing
@@ -18,6 +19,17 @@ from typing import Any
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+CELLS = ("lstm", "gru")  # the recurrent cells compared (params.yaml `model`)
+
+# The original study's models, as values of the `rnn` section (`make compare-all`, README).
+PRESETS: dict[str, dict[str, Any]] = {
+    "basic": {"hidden_size": 313, "num_layers": 1, "bidirectional": False, "dropout": 0.0, "pooling": "last",
+              "frontend": "none", "head_hidden": [], "head_dropout": 0.0},
+    "deep": {"hidden_size": 313, "num_layers": 2, "bidirectional": False, "dropout": 0.4, "pooling": "last",
+             "frontend": "none", "head_hidden": [], "head_dropout": 0.0},
+    "advanced": {"hidden_size": 313, "num_layers": 2, "bidirectional": False, "dropout": 0.4, "pooling": "last",
+                 "frontend": "none", "head_hidden": [156, 78], "head_dropout": 0.2},
+}
 
 
 class ConfigError(ValueError):
@@ -153,7 +165,7 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Params:
-    model: str = field(metadata=_check(choices=("lstm", "gru")))
+    model: str = field(metadata=_check(choices=CELLS))
     data: DataConfig
     features: FeaturesConfig
     normalise: NormaliseConfig
@@ -269,8 +281,9 @@ def _cross_check(p: Params) -> None:
 
 
 def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
-    """`raw` (params.yaml as loaded) with dotted keys replaced, as `dvc exp run -S key=value` does;
-    a key that params.yaml does not have is an error, as it is for DVC."""
+    """A copy of `raw` (params.yaml as loaded) with dotted keys replaced, as `dvc exp run -S key=value`
+    does; `raw` is left as it was.  A key that params.yaml does not have is an error, as it is for DVC."""
+    raw = copy.deepcopy(raw)
     for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")
@@ -282,6 +295,12 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
             raise ConfigError(f"params.yaml: override '{dotted}': no such key")
         node[leaf] = value
     return raw
+
+
+def preset_overrides(preset: str) -> dict[str, Any]:
+    """The dotted overrides (`rnn.hidden_size` -> 313, ...) of one of PRESETS; {} for "default"
+    (params.yaml as it is).  `compare` passes them to `dvc exp run -S`, `ablate` to apply_overrides."""
+    return {f"rnn.{key}": value for key, value in PRESETS.get(preset, {}).items()}
 
 
 def parse_params(raw: Any) -> Params:

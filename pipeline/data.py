@@ -76,11 +76,6 @@ class Normaliser:
     mean: np.ndarray  # [n_mels] of the training split
     std: np.ndarray   # [n_mels]
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> "Normaliser":
-        """The normalisation a model was trained with, from its model file (`network.checkpoint`)."""
-        return cls(NormaliseConfig(**ckpt["normalise"]), ckpt["mean"].numpy(), ckpt["std"].numpy())
-
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         x = (clip - self.mean) / self.std if self.cfg.global_stats else clip.astype(np.float32, copy=True)
         if self.cfg.utterance_mean:

@@ -18,10 +18,11 @@ import pandas as pd
 from pipeline.audio import FAILURE_REASONS, AudioError, extract_all
 from pipeline.cache import CacheWriter
 from pipeline.config import FeaturesConfig, Params
+from pipeline.errors import StageError
 from pipeline.manifest import SPLITS, read_manifest
 from pipeline.paths import CLIP_MANIFEST, FEATURE_CACHE, FEATURES_METRICS
 from pipeline.runtime import resolve_count
-from pipeline.stage import StageError, atomic_path, progress, run_stage, write_json
+from pipeline.stage import atomic_path, progress, run_stage, write_json
 
 
 def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers: int) -> dict:

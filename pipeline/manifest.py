@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.stage import StageError, atomic_path
+from pipeline.errors import StageError
+from pipeline.stage import atomic_path
 
 SPLITS = ("train", "dev", "test")
 COLUMNS = ["clip", "audio_path", "speaker", "accents", "label", "split", "duration"]

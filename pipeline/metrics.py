@@ -13,6 +13,17 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean recall over the classes present in `labels` (sklearn's definition, NaN for no clips);
+    `weights` [clips] count each clip that many times (the speaker bootstrap of `stats`)."""
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    recalls = []
+    for c in np.unique(labels[weights > 0]):
+        mask = labels == c
+        recalls.append(float((weights[mask] * (pred[mask] == c)).sum() / weights[mask].sum()))
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
 def present_classes(labels: np.ndarray) -> list[int]:
     """Class indices that occur in `labels` (int array [clips]), sorted."""
     return sorted(int(c) for c in np.unique(labels))
@@ -61,8 +72,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, speakers: np.n
             per_class[name] = {"precision": None, "recall": None, "f1": None, "support": 0}
     metrics = {
         "accuracy": round(float(accuracy_score(labels, pred)), 4),
-        # balanced accuracy is the mean recall over the present classes (sklearn's definition)
-        "balanced_accuracy": round(float(np.mean(recall)), 4),
+        "balanced_accuracy": round(balanced_accuracy(labels, pred), 4),
         "macro_f1": round(macro_f1(labels, pred), 4),
         "speaker_accuracy": round(speaker_accuracy(speakers, labels, probs), 4),
         "per_class": per_class,

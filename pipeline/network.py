@@ -8,31 +8,13 @@ real frames ("last" means the last real frame, not the last padded step).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.config import RNNConfig
-
-FORMAT = "acento-model"
-# 2: the cell is stored under "model", as params.yaml and eval.json name it (1 said "cell").
-FORMAT_VERSION = 2
-REQUIRED_KEYS = ("model", "n_mels", "rnn", "classes", "features", "normalise", "mean", "std", "state_dict")
-
-# The original study's models, as overrides of the `rnn` section (see `make compare` and README).
-PRESETS: dict[str, dict[str, Any]] = {
-    "basic": {"hidden_size": 313, "num_layers": 1, "bidirectional": False, "dropout": 0.0, "pooling": "last",
-              "frontend": "none", "head_hidden": [], "head_dropout": 0.0},
-    "deep": {"hidden_size": 313, "num_layers": 2, "bidirectional": False, "dropout": 0.4, "pooling": "last",
-             "frontend": "none", "head_hidden": [], "head_dropout": 0.0},
-    "advanced": {"hidden_size": 313, "num_layers": 2, "bidirectional": False, "dropout": 0.4, "pooling": "last",
-                 "frontend": "none", "head_hidden": [156, 78], "head_dropout": 0.2},
-}
 
 
 def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -83,7 +65,7 @@ class AccentClassifier(nn.Module):
         self.frontend = ConvFrontend(n_mels, cfg.frontend_channels, cfg.frontend_stride, cfg.frontend_kernel) \
             if cfg.frontend == "conv" else None
         rnn_in = cfg.frontend_channels if self.frontend else n_mels
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]  # config.CELLS
         self.rnn = rnn_cls(rnn_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
                            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         width = cfg.hidden_size * (2 if cfg.bidirectional else 1)
@@ -98,9 +80,6 @@ class AccentClassifier(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, n_classes))
         self.head = nn.Sequential(*layers)
-
-    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return self.frontend.out_lengths(lengths) if self.frontend else lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: [batch, time, n_mels] padded; lengths: [batch] real frames. Returns logits [batch, classes]."""
@@ -168,49 +147,3 @@ class SpeakerAdversary(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def checkpoint(model: AccentClassifier, n_mels: int, classes: list[str], features: dict, normalise: dict,
-               mean: torch.Tensor, std: torch.Tensor) -> dict:
-    """Everything inference needs, in types `torch.load(weights_only=True)` accepts: the network's
-    settings and weights, the class names, and how to turn audio into its input (feature parameters,
-    normalisation settings and the training split's per-mel mean and std)."""
-    return {"format": FORMAT, "version": FORMAT_VERSION, "model": model.cell, "n_mels": n_mels,
-            "rnn": dataclasses.asdict(model.cfg), "classes": list(classes), "features": dict(features),
-            "normalise": dict(normalise), "mean": mean.detach().cpu().float(), "std": std.detach().cpu().float(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, foreign, or not loadable into the network it describes."""
-
-
-def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tuple[AccentClassifier, dict]:
-    """The network of a model file, in eval mode on `device`, and the file's contents (class names,
-    feature parameters, normalisation statistics).  Loaded with `weights_only=True` (no pickled
-    code); a file that is not an acento model, or whose weights do not fit, is a ModelFileError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file; train one with `dvc repro` or pass --model-file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign files
-        raise ModelFileError(f"{path}: not an acento model file ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an acento model file (no '{FORMAT}' marker)")
-    if ckpt.get("version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format version {ckpt.get('version')}, this acento reads "
-                             f"{FORMAT_VERSION}; retrain or use a matching release")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise ModelFileError(f"{path}: acento model file without {', '.join(missing)}; it is damaged or was "
-                             "not written by `train`, retrain it (dvc repro train)")
-    try:
-        model = AccentClassifier(ckpt["n_mels"], len(ckpt["classes"]), ckpt["model"], RNNConfig(**ckpt["rnn"]))
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: its weights do not fit the network its settings describe ({first}); "
-                             "the file is damaged or edited, retrain it (dvc repro train)") from None
-    return model.to(device).eval(), ckpt

@@ -22,3 +22,7 @@ PREDICTIONS = Path("metrics/predictions.csv")        # evaluate: per test clip: 
 COMPARE_REPORT = Path("reports/compare.md")          # compare: cross-validated LSTM vs GRU, for people
 COMPARE_METRICS = Path("reports/compare.json")       # compare: the same numbers, for `dvc metrics show`
 COMPARE_PLOT = Path("reports/compare.png")           # compare: per-fold scores and intervals
+ABLATION_REPORT = Path("reports/ablation/ablation.md")   # ablate: the ablation table, for people
+ABLATION_JSON = Path("reports/ablation/ablation.json")   # ablate: its rows and commands (merged across runs)
+BENCH_REPORT = Path("bench/results.md")                  # bench: benchmark results, for people
+BENCH_JSON = Path("bench/results.json")                  # bench: the same, merged across runs

@@ -16,20 +16,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pipeline.audio import AudioError, extract_all
-from pipeline.config import stored_features_config
-from pipeline.data import Normaliser
-from pipeline.inference import predict_proba
-from pipeline.network import ModelFileError, load_model_file
+from pipeline.errors import StageError
+from pipeline.model import AccentModel, ModelFileError, Prediction
 from pipeline.paths import MODEL_FILE
 from pipeline.runtime import available_cores, resolve_count, select_device
-from pipeline.stage import StageError
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
-CHUNK_BATCHES = 4  # batches classified together; bounds memory for folders of any size
 FEW_FILES = 8  # up to this many files are decoded in this process: a process pool costs more than it saves
 
 
@@ -44,47 +38,11 @@ def collect(inputs: list[str]) -> list[Path]:
     return files
 
 
-def classify_clips(clips: list[np.ndarray], network: torch.nn.Module, ckpt: dict, device: torch.device,
-                   batch_size: int = 64) -> list[dict]:
-    """{"label", "probs"} for each clip's log-mels ([frames, n_mels], as `LogMel` computes them with the
-    model file's feature parameters), normalised as the model file says; `classify_files` and `serve`
-    both classify through here."""
-    if not clips:
-        return []
-    probs = predict_proba(network, clips.__getitem__, np.array([len(c) for c in clips]),
-                          Normaliser.from_checkpoint(ckpt), batch_size, device)
-    classes = ckpt["classes"]
-    return [{"label": classes[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
-            for p in probs]
-
-
-def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, device: torch.device,
-                   batch_size: int = 64, workers: int = 1) -> Iterator[dict]:
-    """One result per file, in order: {"file", "label", "probs"} or {"file", "error"}.
-
-    Worker processes decode ahead while this process runs the model on the clips already decoded,
-    a few batches at a time (sorted by length inside, so batches carry little padding).
-    """
-    cfg = stored_features_config(ckpt["features"])
-
-    def flush(chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[dict]:
-        results = iter(classify_clips([r for _, r in chunk if not isinstance(r, AudioError)], network, ckpt,
-                                      device, batch_size))
-        for path, result in chunk:
-            if isinstance(result, AudioError):
-                yield {"file": str(path), "error": result.report()}
-            else:
-                yield {"file": str(path), **next(results)}
-
-    chunk: list[tuple[Path, np.ndarray | AudioError]] = []
-    results = extract_all([str(f) for f in files], cfg, workers if len(files) > FEW_FILES else 1,
-                          one_worker_hint="--workers 1")
-    for path, result in zip(files, results):
-        chunk.append((path, result))
-        if len(chunk) == CHUNK_BATCHES * batch_size:
-            yield from flush(chunk)
-            chunk = []
-    yield from flush(chunk)
+def classify_files(files: list[Path], model: AccentModel, workers: int = 1) -> Iterator[dict]:
+    """One result per file, in order: {"file", "label", "probs"} (as `--json` prints it) or {"file", "error"}."""
+    for path, result in model.classify_files(files, workers if len(files) > FEW_FILES else 1,
+                                             one_worker_hint="--workers 1"):
+        yield {"file": str(path), **(result.as_dict() if isinstance(result, Prediction) else {"error": result.report()})}
 
 
 def inference_threads(n_files: int, workers: int) -> int:
@@ -122,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--top must be >= 0, --batch-size >= 1 and --workers >= 0")
     try:
         device = select_device(args.device, "--device")
-        network, ckpt = load_model_file(args.model_file, device)
+        model = AccentModel.load(args.model_file, device, args.batch_size)
     except (ModelFileError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -134,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     workers = resolve_count(args.workers)
     if device.type == "cpu":
         torch.set_num_threads(inference_threads(len(files), workers))
-    top = args.top or len(ckpt["classes"])
+    top = args.top or len(model.classes)
     failed = 0
     if not args.json:
         print("file\tlabel\tprobabilities")
     try:
-        for result in classify_files(files, network, ckpt, device, args.batch_size, workers):
+        for result in classify_files(files, model, workers):
             failed += "error" in result
             print(json.dumps(result, ensure_ascii=False) if args.json else format_row(result, top), flush=True)
     except StageError as exc:

@@ -24,9 +24,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.commonvoice import SPANISH_PRESETS, read_durations, read_tsv, split_accents
 from pipeline.config import DataConfig, Params
+from pipeline.errors import StageError
 from pipeline.manifest import COLUMNS, SPLITS, write_manifest
 from pipeline.paths import CLIP_MANIFEST, DATA_METRICS, RELEASE_MANIFEST
-from pipeline.stage import StageError, run_stage, write_json
+from pipeline.stage import run_stage, write_json
 
 DROP_REASONS = ("malformed_row", "duplicate_clip", "down_voted", "no_accent", "unmapped_accent",
                 "ambiguous_accent", "missing_file", "unknown_duration", "too_short", "too_long",
@@ -214,12 +215,13 @@ def split_metrics(rows: pd.DataFrame, dropped: Counter[str]) -> dict:
     }
 
 
-def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """The clip manifest of the release at `locale_dir`, and the stage metrics.
+def labelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Counter[str]]:
+    """The clips of the release at `locale_dir` that map to one class of `data.classes` and pass the
+    row filters (down votes, present file, known duration within data.min/max_seconds), before any
+    cap or split; also what `score` classifies.
 
-    Each step drops rows and counts them by reason (DROP_REASONS), so no row is lost unexplained.
-    Returns a frame with manifest.COLUMNS (duration in seconds, split in SPLITS) and
-    {"clips": {split: {class: n}}, "speakers": {split: {class: n}}, "dropped": {reason: n}}.
+    Returns rows with clip, audio_path, speaker, accents, label, duration (seconds), and the rows
+    dropped by reason (every DROP_REASONS key, the later steps' at 0).
     """
     dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
     rows = read_rows(locale_dir, data.tsvs, dropped)
@@ -229,6 +231,17 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
     rows = drop_missing_files(rows, clips_dir, dropped)
     rows = filter_durations(rows, clip_seconds(locale_dir, rows["path"]), data, dropped)
     rows = rows.rename(columns={"path": "clip", "client_id": "speaker"})
+    return rows.assign(audio_path=[str(clips_dir / c) for c in rows["clip"]]), dropped
+
+
+def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """The clip manifest of the release at `locale_dir`, and the stage metrics.
+
+    Each step drops rows and counts them by reason (DROP_REASONS), so no row is lost unexplained.
+    Returns a frame with manifest.COLUMNS (duration in seconds, split in SPLITS) and
+    {"clips": {split: {class: n}}, "speakers": {split: {class: n}}, "dropped": {reason: n}}.
+    """
+    rows, dropped = labelled_clips(data, locale_dir)
     rows, dropped["speaker_cap"] = cap_per_group(rows, "speaker", data.max_clips_per_speaker, data.seed)
     rows, dropped["class_cap"] = cap_per_group(rows, "label", data.max_clips_per_class, data.seed)
     rows = drop_small_classes(rows, data.min_speakers, dropped)
@@ -241,7 +254,7 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
         split = split_folds(rows, data)
     else:
         split = rows["speaker"].map(split_speakers(rows, data))
-    rows = rows.assign(split=split, audio_path=[str(clips_dir / c) for c in rows["clip"]])
+    rows = rows.assign(split=split)
     rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
     return rows, split_metrics(rows, dropped)
 

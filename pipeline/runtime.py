@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from pipeline.stage import StageError
+from pipeline.errors import StageError
 
 
 def available_cores() -> int:

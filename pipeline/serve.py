@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
 import io
 import sys
 from collections.abc import AsyncIterator
@@ -34,13 +33,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.audio import AudioError, LogMel, decode
-from pipeline.config import stored_features_config
-from pipeline.network import ModelFileError, load_model_file
+from pipeline.audio import AudioError, decode
+from pipeline.errors import StageError
+from pipeline.model import AccentModel, ModelFileError
 from pipeline.paths import MODEL_FILE
-from pipeline.predict import classify_clips
 from pipeline.runtime import available_cores, select_device
-from pipeline.stage import StageError
 
 MIB = 2 ** 20
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -111,15 +108,14 @@ class Classifier:
     worker thread (numpy, libsndfile, soxr and torch release the GIL while they compute)."""
 
     def __init__(self, model_file: Path, device: torch.device, max_seconds: float):
-        self.network, self.ckpt = load_model_file(model_file, device)
-        self.device, self.max_seconds = device, max_seconds
-        self.extractor = LogMel(stored_features_config(self.ckpt["features"]))
-        cfg = self.extractor.cfg
+        self.model = AccentModel.load(model_file, device)
+        self.max_seconds = max_seconds
+        self.extractor = self.model.log_mel
+        cfg = self.model.features
         self.hop_seconds = cfg.hop_length / cfg.sample_rate
-        self.health = {"status": "ok", "model": self.ckpt["model"], "classes": list(self.ckpt["classes"]),
-                       "features": dict(self.ckpt["features"]), "rnn": dict(self.ckpt["rnn"]),
+        self.health = {"status": "ok", **self.model.describe(),
                        "model_file": {"name": model_file.name, "bytes": model_file.stat().st_size,
-                                      "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}}
+                                      "sha256": self.model.sha256}}
 
     def features(self, name: str, data: bytes) -> tuple[np.ndarray, dict]:
         """One upload's log-mels and what the response says about its audio; AudioError if unusable."""
@@ -147,10 +143,10 @@ class Classifier:
                 errors.append({"file": name, "error": exc.report()})
         if errors:
             return [], errors
-        labels = classify_clips([feats for _, feats, _ in done], self.network, self.ckpt, self.device)
-        return [{"file": name, **label, **about,
+        probs = self.model.predict_log_mels([feats for _, feats, _ in done])
+        return [{"file": name, **self.model.prediction(p).as_dict(), **about,
                  **({"log_mel": log_mel_picture(feats, self.hop_seconds)} if spectrogram else {})}
-                for (name, feats, about), label in zip(done, labels)], []
+                for (name, feats, about), p in zip(done, probs)], []
 
 
 def create_app(model_file: str | Path = MODEL_FILE, *, max_upload_mb: float = 20.0, max_seconds: float = 60.0,
@@ -161,7 +157,7 @@ def create_app(model_file: str | Path = MODEL_FILE, *, max_upload_mb: float = 20
     turns = Turns(concurrency or available_cores(), queue)
     page = PAGE.read_text(encoding="utf-8")
     app = FastAPI(title="acento", summary="Spanish accent identification: classify recordings with a "
-                  f"trained {classifier.ckpt['model'].upper()} model", version="1")
+                  f"trained {classifier.model.cell.upper()} model", version="1")
     app.add_middleware(BodyLimit, limit=int(max_upload_mb * MIB))
     health = {**classifier.health, "limits": {"max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
                                               "concurrency": turns.running, "queue": queue}}

@@ -18,11 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, Params, load_params
-
-
-class StageError(RuntimeError):
-    """A failure the user can fix; its message is one line saying what and how."""
+from pipeline.config import PARAMS_FILE, ConfigError, Params, load_params
+from pipeline.errors import StageError
 
 
 def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
@@ -62,7 +59,7 @@ def run_stage(doc: str, run: Callable[[Params, argparse.Namespace], None],
     its own argument parsing, so any module runs the same way: `sys.exit(main())`.
     """
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--params", default=PARAMS_FILE, help=f"parameters file (default: {PARAMS_FILE})")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)

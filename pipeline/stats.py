@@ -14,17 +14,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
+from pipeline.metrics import balanced_accuracy
+
 CONFIDENCE = 0.95
-
-
-def balanced_accuracy(labels: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Mean recall over the classes present in `labels`; `weights` count each clip that many times."""
-    weights = np.ones(len(labels)) if weights is None else weights
-    recalls = []
-    for c in np.unique(labels[weights > 0]):
-        mask = labels == c
-        recalls.append(float((weights[mask] * (pred[mask] == c)).sum() / weights[mask].sum()))
-    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def speaker_resamples(speakers: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,14 +6,13 @@ set, which makes its test accuracy optimistic.
 
 The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
 `validate` on dev, `EarlyStopping.update`; at the end the best weights are written with
-everything inference needs (`network.checkpoint`).
+everything inference needs (`model.AccentModel`).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import random
 import sys
 import time
@@ -27,12 +26,14 @@ from dvclive import Live
 from pipeline.cache import SplitData
 from pipeline.config import Params
 from pipeline.data import Normaliser, bucketed_batches, iterate, prefetch
+from pipeline.errors import StageError
 from pipeline.inference import predict_proba
 from pipeline.metrics import macro_f1
-from pipeline.network import AccentClassifier, SpeakerAdversary, checkpoint, count_parameters
+from pipeline.model import AccentModel
+from pipeline.network import AccentClassifier, SpeakerAdversary, count_parameters
 from pipeline.paths import FEATURE_CACHE, MODEL_FILE, TRAIN_METRICS, TRAINING_CURVES
 from pipeline.runtime import configure_torch, select_device
-from pipeline.stage import StageError, atomic_path, progress, run_stage, write_json
+from pipeline.stage import progress, run_stage, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -169,6 +170,11 @@ class Trainer:
         ramp = self.cfg.adversary.ramp_epochs
         return 1.0 if ramp == 0 else min(1.0, (epoch - 1) / ramp)
 
+    def close(self) -> None:
+        """Closes the cache's train and dev splits."""
+        self.train_data.close()
+        self.dev_data.close()
+
     def validate(self) -> dict:
         return validate(self.model, self.dev_data, self.normalise, self.inference_batch_size, self.device,
                         self.class_weight)
@@ -210,7 +216,7 @@ def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improve
 def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
     """Trains on the cache's train split, picks the epoch on its dev split, writes the model file.
 
-    cache: HDF5 feature cache (`pipeline.cache`); model_out: model file (`network.checkpoint`);
+    cache: HDF5 feature cache (`pipeline.cache`); model_out: model file (`model.AccentModel`);
     live_dir: dvclive folder for the per-epoch curves.  Returns the stage metrics: best dev scores,
     epochs, training seconds (the epoch loops, not validation) and clips per second.
     """
@@ -235,11 +241,9 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
 
     model, data = trainer.model, trainer.train_data
     model.load_state_dict(stopper.best_state)
+    trainer.close()
     # The feature parameters the cache was built with travel with the model, for `predict`.
-    ckpt = checkpoint(model, data.feature_config.n_mels, data.classes, dataclasses.asdict(data.feature_config),
-                      dataclasses.asdict(params.normalise), torch.from_numpy(data.mean), torch.from_numpy(data.std))
-    with atomic_path(model_out, suffix=".pt") as tmp:
-        torch.save(ckpt, tmp)
+    AccentModel(model, data.classes, data.feature_config, trainer.normalise, device=trainer.device).save(model_out)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
             "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()},
             # training-split scores of the chosen epoch (with augmentation on): the gap to best_dev

@@ -84,3 +84,24 @@ def params_file(folder: Path, **overrides) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw_params(**overrides), allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+def untrained_model(path: Path, cell: str = "lstm", seed: int = 0) -> Path:
+    """A seeded, untrained, small model file with params.yaml's classes and feature settings, at `path`:
+    for what needs a model of the sample's classes rather than a good one."""
+    import dataclasses
+
+    import torch
+
+    from pipeline.data import Normaliser
+    from pipeline.model import AccentModel
+    from pipeline.network import AccentClassifier
+
+    p = params()
+    torch.manual_seed(seed)
+    rnn = dataclasses.replace(p.rnn, hidden_size=8, num_layers=1, frontend_channels=8)
+    network = AccentClassifier(p.features.n_mels, len(p.data.classes), cell, rnn)
+    n_mels = p.features.n_mels
+    normaliser = Normaliser(p.normalise, np.zeros(n_mels, np.float32), np.ones(n_mels, np.float32))
+    AccentModel(network, sorted(p.data.classes), p.features, normaliser).save(path)
+    return path

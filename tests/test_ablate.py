@@ -1,12 +1,13 @@
 """The ablation study's bookkeeping: cumulative variants, valid overrides, and one table from several runs."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import yaml
 
 from pipeline.ablate import BASELINE, STEPS, merge_rows, variants
-from pipeline.config import apply_overrides, parse_params
-from pipeline.network import PRESETS
+from pipeline.config import PARAMS_FILE, PRESETS, apply_overrides, parse_params
 
 
 def test_each_step_adds_its_change_to_the_step_above():
@@ -20,14 +21,18 @@ def test_each_step_adds_its_change_to_the_step_above():
 
 
 def test_every_variant_is_a_valid_configuration_and_presets_keep_the_params_normalisation():
-    raw = yaml.safe_load(open("params.yaml", encoding="utf-8"))
+    raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     defaults = parse_params(raw)
     for name, overrides in variants().items():
         params = parse_params(apply_overrides(raw, overrides))  # raises on a bad key or value
+        # each variant is params.yaml plus its own overrides, never on top of an earlier variant's
+        assert parse_params(raw) == defaults
         if name.startswith("preset:"):
             preset = PRESETS[name.split(":", 1)[1]]
-            assert params.rnn.hidden_size == preset["hidden_size"] and params.rnn.pooling == preset["pooling"]
-            assert params.normalise == defaults.normalise and params.train.augment == defaults.train.augment
+            assert params.rnn == dataclasses.replace(defaults.rnn, **preset)
+            assert params.normalise == defaults.normalise and params.train == defaults.train
+        else:
+            assert params.model == defaults.model and params.data == defaults.data
 
 
 def test_merged_rows_replace_a_rerun_and_follow_the_variant_order():

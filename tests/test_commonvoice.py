@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.commonvoice import read_durations, read_tsv, split_accents
-from pipeline.stage import StageError
+from pipeline.errors import StageError
 from tests.helpers import CENTRO, HEADER_16, HEADER_17, MEXICO, NORTE, SUR, speaker_id, write_tsv
 
 

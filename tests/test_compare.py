@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 from pipeline.compare import experiment_commands, experiment_revs, main, markdown, metrics_json, summarise
-from pipeline.config import apply_overrides, parse_params
-from pipeline.network import PRESETS
+from pipeline.config import PRESETS, apply_overrides, parse_params
 from tests.helpers import ROOT
 
 

@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, load_params, parse_params
+from pipeline.config import ConfigError, apply_overrides, load_params, parse_params
 from tests.helpers import ROOT, params
 
 
@@ -9,12 +11,27 @@ def raw_params():
     return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 
 
-def test_project_params_load_with_the_public_keys():
+def test_project_params_load_as_written():
     p = load_params(ROOT / "params.yaml")
-    assert p.model in ("lstm", "gru")
-    assert p.data.source.endswith(".tar.gz")
+    # every value of the file, and nothing else, reaches the typed parameters
+    assert dataclasses.asdict(p) == raw_params()
     assert set(p.data.classes) == {"norte", "sur", "mexico", "caribe", "andino", "rioplatense", "chileno"}
-    assert isinstance(p.train.seed, int)
+    assert p.data.classes["mexico"] == ["México"]
+    # a float key written as an integer in YAML becomes a float
+    assert type(parse_params({**raw_params(), "features": {**raw_params()["features"], "fmax": 8000}}).features.fmax) \
+        is float
+
+
+def test_overrides_leave_their_input_as_it_was():
+    raw = raw_params()
+    before = yaml.safe_dump(raw)
+    changed = apply_overrides(raw, {"model": "gru", "rnn.hidden_size": 7})
+    assert (changed["model"], changed["rnn"]["hidden_size"]) == ("gru", 7)
+    assert yaml.safe_dump(raw) == before
+    with pytest.raises(ConfigError, match="override 'rnn.nope': no such key"):
+        apply_overrides(raw, {"rnn.nope": 1})
+    with pytest.raises(ConfigError, match="override 'nope.x': no section 'nope'"):
+        apply_overrides(raw, {"nope.x": 1})
 
 
 @pytest.mark.parametrize("dotted, value, message", [

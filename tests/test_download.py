@@ -9,9 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.download import (download, download_path, extract_release, find_locale_dir, resolve_source,
-                               run as download_run)
-from pipeline.stage import StageError
+from pipeline.download import extract_release, find_locale_dir, resolve_source
+from pipeline.download import run as download_run
+from pipeline.fetch import download, download_path
+from pipeline.errors import StageError
 from tests.helpers import SAMPLE, balanced_rows, make_release, params
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -95,7 +96,7 @@ def test_part_file_left_by_an_earlier_run_is_resumed(tmp_path, serve):
 
 def test_checksum_mismatch_leaves_no_file_at_the_final_path(tmp_path, serve):
     server = serve(PAYLOAD)
-    with pytest.raises(StageError, match="sha256 of the download does not match"):
+    with pytest.raises(StageError, match="sha256 does not match data.sha256.*the download was removed"):
         download(server.url, tmp_path, backoff=0, sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
 
@@ -125,7 +126,7 @@ def test_token_is_sent_to_the_origin_host_only_across_redirects(tmp_path, serve,
 
 
 def test_redirect_from_https_to_http_is_refused():
-    from pipeline.download import _RedirectHandler
+    from pipeline.fetch import _RedirectHandler
 
     request = urllib.request.Request("https://127.0.0.1/cv.tar.gz", headers={"Authorization": "Bearer s3cret"})
     with pytest.raises(StageError, match=r"redirected to http://127\.0\.0\.1/cv\.tar\.gz, which is not https"):
@@ -142,7 +143,7 @@ def test_cached_download_is_still_checked_against_sha256(tmp_path, serve, monkey
     assert not path.exists()
     good = hashlib.sha256(PAYLOAD).hexdigest()
     assert download(server.url, tmp_path, backoff=0, sha256=good).read_bytes() == PAYLOAD
-    monkeypatch.setattr("pipeline.download._sha256", lambda p: pytest.fail("a verified download was re-hashed"))
+    monkeypatch.setattr("pipeline.fetch.sha256_of", lambda p: pytest.fail("a verified download was re-hashed"))
     assert download(server.url, tmp_path, backoff=0, sha256=good) == path
 
 
@@ -161,7 +162,7 @@ def test_extraction_marker_is_checked_against_sha256(tmp_path, monkeypatch):
     assert archive.exists(), "a user's own archive is never removed"
     good = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert extract_release(archive, raw, "es", good) == locale
-    monkeypatch.setattr("pipeline.download._sha256", lambda p: pytest.fail("a verified archive was re-hashed"))
+    monkeypatch.setattr("pipeline.fetch.sha256_of", lambda p: pytest.fail("a verified archive was re-hashed"))
     assert extract_release(archive, raw, "es", good) == locale
 
 

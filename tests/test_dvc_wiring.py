@@ -49,7 +49,7 @@ def stage_modules() -> dict[str, tuple[str, set[str]]]:
 def test_the_import_walk_finds_transitive_imports(tmp_path):
     # known answer on the project itself: evaluate reaches config through more than one module
     found = project_imports("pipeline.stage")
-    assert found == {"pipeline/stage.py", "pipeline/config.py"}
+    assert found == {"pipeline/stage.py", "pipeline/config.py", "pipeline/errors.py"}
 
 
 def test_every_stage_lists_every_project_module_it_imports():
@@ -76,8 +76,13 @@ def test_dvc_yaml_outputs_are_the_paths_the_code_writes():
     for stage in [*dvc_yaml["stages"].values(), dvc_yaml]:  # each stage's, then the top-level (compare)
         for kind in ("outs", "metrics", "plots"):
             declared |= {o if isinstance(o, str) else next(iter(o)) for o in stage.get(kind, [])}
-    # every path but the comparison's Markdown report, which is for people (git tracks it, not DVC)
-    in_code = {str(v) for k, v in vars(paths).items() if k.isupper() and v != paths.COMPARE_REPORT}
+    # every path but the reports for people of the tools (git tracks them, not DVC): the comparison's
+    # Markdown, the ablation's and the benchmarks' reports
+    for_people = {paths.COMPARE_REPORT, paths.ABLATION_REPORT, paths.ABLATION_JSON, paths.BENCH_REPORT,
+                  paths.BENCH_JSON}
+    in_code = {str(v) for k, v in vars(paths).items() if k.isupper() and v not in for_people}
     # the dvclive folder is declared by its plots subfolder
     in_code = {f"{p}/plots/metrics" if p == str(paths.TRAINING_CURVES) else p for p in in_code}
     assert declared == in_code
+    # the trained model is also the registry's model artifact
+    assert [a["path"] for a in dvc_yaml["artifacts"].values() if a["type"] == "model"] == [str(paths.MODEL_FILE)]

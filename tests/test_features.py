@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import AudioError, LogMel, load_audio, mel_filterbank, trim_bounds
+from pipeline.errors import StageError
 from pipeline.features import build_cache
-from pipeline.stage import StageError
 from tests.helpers import params, tone
 
 

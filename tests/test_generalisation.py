@@ -111,22 +111,20 @@ def test_training_with_every_means_runs_and_the_model_file_carries_the_normalisa
 
 
 def test_predict_applies_the_utterance_normalisation_the_model_was_trained_with(cache, tmp_path):
-    from pipeline.audio import LogMel
-    from pipeline.config import stored_features_config
-    from pipeline.network import load_model_file
-    from pipeline.predict import classify_files
+    from pipeline.model import AccentModel
 
     p = params(**TINY, **{"normalise.utterance_mean": True})
     train(p, cache, tmp_path / "m.pt", tmp_path / "live")
-    network, ckpt = load_model_file(tmp_path / "m.pt")
+    model = AccentModel.load(tmp_path / "m.pt")
+    network = model.network
     trained_with = Trainer(p, cache).normalise
     seen = []
     network.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0].clone(), inputs[1].clone())))
     test = SplitData(cache, "test")
     files = [cache.parent / clip for clip in test.clips]
-    list(classify_files(files, network, ckpt, torch.device("cpu")))
+    model.classify_batch(files)
     x, lengths = seen[0]
-    extract = LogMel(stored_features_config(ckpt["features"]))
+    extract = model.log_mel
     by_length = {int(n): row for row, n in enumerate(lengths)}
     for f in files:
         expected = trained_with(extract.from_file(f))

@@ -1,9 +1,14 @@
 import dataclasses
+import hashlib
 
+import numpy as np
 import pytest
 import torch
 
-from pipeline.network import PRESETS, AccentClassifier, ConvFrontend, ModelFileError, checkpoint, load_model_file
+from pipeline.config import PRESETS, NormaliseConfig
+from pipeline.data import Normaliser
+from pipeline.model import AccentModel, ModelFileError
+from pipeline.network import AccentClassifier, ConvFrontend
 from tests.helpers import params
 
 SMALL = dataclasses.replace(params().rnn, hidden_size=16, num_layers=2, bidirectional=True, dropout=0.0,
@@ -60,23 +65,28 @@ def test_presets_reproduce_the_original_models():
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     m = model("lstm")
     path = tmp_path / "model.pt"
-    torch.save(checkpoint(m, 10, ["a", "b", "c"], {"n_mels": 10}, {"global_stats": True}, torch.zeros(10),
-                          torch.ones(10)), path)
-    loaded, ckpt = load_model_file(path)
-    assert ckpt["classes"] == ["a", "b", "c"] and ckpt["model"] == "lstm"
+    features = dataclasses.replace(params().features, n_mels=10)
+    normaliser = Normaliser(NormaliseConfig(True, True, False), np.arange(10, dtype=np.float32),
+                            np.full(10, 2.0, np.float32))
+    AccentModel(m, ["a", "b", "c"], features, normaliser).save(path)
+    loaded = AccentModel.load(path)
+    assert loaded.classes == ["a", "b", "c"] and loaded.cell == "lstm" and loaded.features == features
+    assert loaded.normaliser.cfg == normaliser.cfg and loaded.normaliser.std.tolist() == [2.0] * 10
+    assert loaded.normaliser.mean.tolist() == list(range(10))
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     x = torch.randn(2, 50, 10)
-    torch.testing.assert_close(loaded(x, torch.tensor([50, 31])), m(x, torch.tensor([50, 31])))
+    torch.testing.assert_close(loaded.network(x, torch.tensor([50, 31])), m(x, torch.tensor([50, 31])))
 
 
 def test_foreign_files_are_refused(tmp_path):
     (tmp_path / "notes.pt").write_text("hello")
     with pytest.raises(ModelFileError, match="not an acento model file"):
-        load_model_file(tmp_path / "notes.pt")
+        AccentModel.load(tmp_path / "notes.pt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="no 'acento-model' marker"):
-        load_model_file(tmp_path / "other.pt")
+        AccentModel.load(tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="no such model file"):
-        load_model_file(tmp_path / "missing.pt")
+        AccentModel.load(tmp_path / "missing.pt")
 
 
 def test_max_pooling_is_each_units_peak_over_real_frames():

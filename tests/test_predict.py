@@ -5,12 +5,9 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from pipeline.cache import SplitData
-from pipeline.data import Normaliser
-from pipeline.inference import predict_proba
-from pipeline.network import load_model_file
+from pipeline.model import AccentModel
 from pipeline.predict import main as predict_main
 from tests.helpers import ROOT, tone
 
@@ -24,10 +21,8 @@ def run(capsys, *argv):
 
 
 def test_json_probabilities_sum_to_one_and_labels_agree_with_evaluate(cache, trained_model, capsys):
-    test = SplitData(cache, "test")
-    model, ckpt = load_model_file(trained_model)
-    probs = predict_proba(model, test.clip, test.lengths, Normaliser.from_checkpoint(ckpt), 8,
-                          torch.device("cpu"))
+    with SplitData(cache, "test") as test:
+        probs = AccentModel.load(trained_model, batch_size=8).predict_split(test)
     files = [cache.parent / clip for clip in test.clips]
     code, out, _ = run(capsys, "--model", trained_model, "--json", *files)
     assert code == 0

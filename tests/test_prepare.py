@@ -4,10 +4,10 @@ import json
 import pandas as pd
 import pytest
 
+from pipeline.errors import StageError
 from pipeline.manifest import SPLITS
 from pipeline.prepare import DROP_REASONS, prepare
 from pipeline.prepare import run as prepare_run
-from pipeline.stage import StageError
 from tests.helpers import CARIBE, CENTRO, MEXICO, NORTE, SUR, balanced_rows, make_release, params, speaker_id
 
 

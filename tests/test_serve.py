@@ -4,6 +4,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 import pipeline.serve as serve
-from pipeline.network import load_model_file
+from pipeline.model import AccentModel
 from pipeline.predict import main as predict_main
 from tests.helpers import tone
 
@@ -34,14 +35,17 @@ def upload(*named: tuple[str, bytes]) -> list:
 
 
 def test_health_names_the_model_its_classes_features_and_checksum(client, trained_model):
-    _, ckpt = load_model_file(trained_model)
+    ckpt = AccentModel.load(trained_model).checkpoint()
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == ckpt["model"] == "lstm"
     assert health["classes"] == ckpt["classes"] == ["high", "low"]
-    assert health["features"] == ckpt["features"]
+    assert health["features"] == ckpt["features"] and health["features"]["n_mels"] == 64
     assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
-    assert health["limits"] == {"max_upload_mb": 1, "max_seconds": 60.0, "concurrency": health["limits"]["concurrency"],
+    # concurrency 0 (the default) means one request per core this process may use
+    assert health["limits"] == {"max_upload_mb": 1, "max_seconds": 60.0, "concurrency": len(os.sched_getaffinity(0)),
                                 "queue": 16}
+    limited = TestClient(serve.create_app(trained_model, concurrency=3, queue=5)).get("/health").json()["limits"]
+    assert (limited["concurrency"], limited["queue"]) == (3, 5)
 
 
 def test_several_files_in_one_request_get_the_clis_answers(client, trained_model, sample_clips, tmp_path, capsys):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.stats import balanced_accuracy, paired_difference, pooled_balanced_accuracy, verdict
+from pipeline.metrics import balanced_accuracy
+from pipeline.stats import paired_difference, pooled_balanced_accuracy, verdict
 
 
 def speakers_and_labels(n_speakers=40, clips=5, classes=4):

@@ -88,16 +88,31 @@ def test_dev_evaluation_combines_tensors_of_one_device_only(cache, monkeypatch):
 
     monkeypatch.setattr(train_module.torch.nn.functional, "nll_loss", spy)
     trainer = train_module.Trainer(params(**TINY), cache)
+    trainer.class_weight = torch.tensor([3.0, 1.0])  # unequal, so that a loss without them differs
     trainer.loss_fn = torch.nn.CrossEntropyLoss(weight=trainer.class_weight.to("meta"))
     dev = trainer.validate()
-    assert seen == [{"cpu"}] and 0 <= dev["macro_f1"] <= 1 and dev["loss"] > 0
+    assert seen == [{"cpu"}]
+    # the same scores computed another way: sklearn's macro-F1 and the class-weighted mean of -log p(true)
+    from sklearn.metrics import f1_score
+
+    from pipeline.inference import predict_proba
+
+    data = trainer.dev_data
+    probs = predict_proba(trainer.model, data.clip, data.lengths, trainer.normalise, 8, torch.device("cpu"))
+    pred, w = probs.argmax(1), trainer.class_weight.numpy()[data.labels]
+    assert dev["macro_f1"] == pytest.approx(f1_score(data.labels, pred, average="macro", zero_division=0))
+    assert dev["accuracy"] == pytest.approx((pred == data.labels).mean())
+    true_log_p = np.log(probs[np.arange(len(pred)), data.labels])
+    assert dev["loss"] == pytest.approx(-(w * true_log_p).sum() / w.sum(), rel=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
 def test_one_epoch_and_dev_evaluation_on_cuda(cache, tmp_path):
     metrics = train(params(**TINY, **{"train.epochs": 1, "runtime.device": "cuda"}), cache, tmp_path / "m.pt",
                     tmp_path / "live")
-    assert metrics["device"] == "cuda" and 0 <= metrics["best_dev"]["macro_f1"] <= 1
+    assert metrics["device"] == "cuda" and metrics["epochs_run"] == 1
+    curve = (tmp_path / "live" / "plots" / "metrics" / "dev" / "macro_f1.tsv").read_text().splitlines()
+    assert metrics["best_dev"]["macro_f1"] == pytest.approx(float(curve[1].split("\t")[1]), abs=1e-4)
 
 
 def test_training_on_the_lazily_read_cache_matches_training_in_memory(cache, tmp_path, monkeypatch):

@@ -1,0 +1,46 @@
+"""The model object: files, waveforms and log-mels give the same answers, in input order."""
+
+import numpy as np
+import pytest
+
+from pipeline.audio import AudioError, load_audio
+from pipeline.model import AccentModel, Prediction
+from tests.helpers import untrained_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return AccentModel.load(untrained_model(tmp_path_factory.mktemp("m") / "m.pt"), batch_size=2)
+
+
+def test_files_in_chunks_get_each_clips_own_answer_in_order(model, sample_clips, tmp_path):
+    (tmp_path / "corrupt.mp3").write_bytes(b"\xff\xfb" + b"garbage" * 100)
+    files = sample_clips[:5] + [tmp_path / "corrupt.mp3"] + sample_clips[5:]  # 2 clips a batch: 2 chunks of 8
+    results = list(model.classify_files(files))
+    assert [path for path, _ in results] == files
+    assert isinstance(results[5][1], AudioError) and results[5][1].reason == "unreadable_audio"
+    alone = [model.predict_audio(load_audio(f, model.features.sample_rate)) for f in sample_clips]
+    got = [np.array(list(r.probs.values())) for _, r in results if isinstance(r, Prediction)]
+    np.testing.assert_allclose(np.stack(got), np.stack(alone), atol=1e-5)
+    # the clips' answers differ from each other, so a clip given another's answer would be caught
+    spread = np.abs(np.stack(alone)[:, None] - np.stack(alone)[None]).max(-1)
+    assert (spread + np.eye(len(alone)) > 1e-3).all()
+    assert all(r.label == max(r.probs, key=r.probs.get) and list(r.probs) == model.classes
+               for _, r in results if isinstance(r, Prediction))
+
+
+def test_classify_batch_raises_for_the_first_unusable_file(model, sample_clips, tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert model.classify_batch([sample_clips[0]]) == [model.classify(sample_clips[0])]
+    with pytest.raises(AudioError, match="empty.wav"):
+        model.classify_batch([sample_clips[0], tmp_path / "empty.wav"])
+
+
+def test_a_saved_model_loads_back_to_the_same_answers(model, sample_clips, tmp_path):
+    model.save(tmp_path / "again.pt")
+    again = AccentModel.load(tmp_path / "again.pt")
+    assert again.checkpoint().keys() == model.checkpoint().keys() and again.sha256 != ""
+    assert again.classify(sample_clips[0]) == model.classify(sample_clips[0])
+    about = model.describe()
+    assert (about["model"], about["classes"], about["features"]["n_mels"], about["rnn"]["hidden_size"]) == \
+        ("lstm", ["andino", "caribe", "chileno", "mexico", "norte", "rioplatense", "sur"], 64, 8)
