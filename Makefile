@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test test-fast bench compare compare-all benchmark-corpus clean
+.PHONY: help run test test-fast bench compare compare-all final-model benchmark-corpus clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset)
 
 compare-all: $(STAMP)  ## the same for the original study's presets (basic, deep, advanced) and the default
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --presets basic deep advanced default
+
+final-model: $(STAMP)  ## the deployable model: one network per fold as one ensemble, models/final.pt (predict/serve use it)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.final
 
 # Not committed: made on demand (about 3 min on 2 cores) with Debian's espeak-ng, sox and LAME.
 benchmark-corpus: $(STAMP)  ## the benchmark corpus for choosing defaults, with its oracle ceiling: data/benchmark/

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # an annotation only: classifying files needs neither h5py no
 FORMAT = "acento-model"
 # 2: the cell is stored under "model", as params.yaml and eval.json name it (1 said "cell").
 FORMAT_VERSION = 2
+# 3: an ensemble, {"format", "version": 3, "members": [version-2 contents, ...]}; its probabilities are the
+# members' mean (`make final-model`: one network per cross-validation fold).
+ENSEMBLE_VERSION = 3
 REQUIRED_KEYS = ("model", "n_mels", "rnn", "classes", "features", "normalise", "mean", "std", "state_dict")
 CHUNK_BATCHES = 4  # batches of files decoded, then classified together: bounds memory for any number of files
 
@@ -62,16 +65,33 @@ class AccentModel:
     network: the `AccentClassifier` (eval mode, on `device`); classes: class names, index = output;
     features: the `FeaturesConfig` its training cache was built with; normaliser: the `Normaliser`
     with the training split's statistics; sha256: hex digest of the model file ("" if not from a file).
+    An ensemble (`AccentModel.ensemble`) holds several (network, normaliser) `members` of one cell,
+    class list and feature setting; its probabilities are their mean, and `network`/`normaliser` are
+    its first member's.
     """
 
     def __init__(self, network: AccentClassifier, classes: Sequence[str], features: FeaturesConfig,
                  normaliser: Normaliser, *, sha256: str = "", path: Path | None = None,
-                 device: torch.device | str = "cpu", batch_size: int = 64):
+                 device: torch.device | str = "cpu", batch_size: int = 64,
+                 members: Sequence[tuple[AccentClassifier, Normaliser]] = ()):
         self.device = torch.device(device)
-        self.network = network.to(self.device).eval()
-        self.classes, self.features, self.normaliser = list(classes), features, normaliser
+        self.members = [(net.to(self.device).eval(), norm) for net, norm in (members or [(network, normaliser)])]
+        self.network, self.normaliser = self.members[0]
+        self.classes, self.features = list(classes), features
         self.sha256, self.path, self.batch_size = sha256, path, batch_size
         self._log_mel: LogMel | None = None
+
+    @classmethod
+    def ensemble(cls, models: Sequence["AccentModel"]) -> "AccentModel":
+        """One model whose probabilities are the mean of `models`' (same cell, classes and features)."""
+        first = models[0]
+        for other in models[1:]:
+            if (other.cell, other.classes, other.features) != (first.cell, first.classes, first.features):
+                raise ModelFileError(f"{other.path or 'a member'}: another cell, class list or feature setting "
+                                     f"than {first.path or 'the first member'}; an ensemble needs the same three")
+        members = [member for model in models for member in model.members]
+        return cls(first.network, first.classes, first.features, first.normaliser, device=first.device,
+                   batch_size=first.batch_size, members=members)
 
     @property
     def cell(self) -> str:
@@ -87,7 +107,8 @@ class AccentModel:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 64) -> "AccentModel":
-        """The model of a file written by `train`, loaded with `weights_only=True` (no pickled code),
+        """The model of a file written by `train` (or an ensemble by `make final-model`), loaded with
+        `weights_only=True` (no pickled code),
         on `device`, classifying `batch_size` clips at a time.
 
         A file that is missing, not an acento model, of another format version, or whose weights do
@@ -104,10 +125,22 @@ class AccentModel:
                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
             raise ModelFileError(f"{path}: not an acento model file (no '{FORMAT}' marker)")
-        if ckpt.get("version") != FORMAT_VERSION:
+        if ckpt.get("version") not in (FORMAT_VERSION, ENSEMBLE_VERSION):
             raise ModelFileError(f"{path}: model format version {ckpt.get('version')}, this acento reads "
-                                 f"{FORMAT_VERSION}; retrain or use a matching release")
-        missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+                                 f"{FORMAT_VERSION} and {ENSEMBLE_VERSION}; retrain or use a matching release")
+        contents = ckpt.get("members") if ckpt["version"] == ENSEMBLE_VERSION else [ckpt]
+        if not isinstance(contents, list) or not contents:
+            raise ModelFileError(f"{path}: an acento ensemble file without members; it is damaged, rebuild it "
+                                 "(make final-model)")
+        models = [cls._from_contents(path, member, device, batch_size) for member in contents]
+        model = models[0] if len(models) == 1 and ckpt["version"] == FORMAT_VERSION else cls.ensemble(models)
+        model.sha256, model.path = hashlib.sha256(data).hexdigest(), path
+        return model
+
+    @classmethod
+    def _from_contents(cls, path: Path, ckpt: dict, device: torch.device | str, batch_size: int) -> "AccentModel":
+        """The model of one network's contents (format version 2), checked key by key."""
+        missing = [k for k in REQUIRED_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(REQUIRED_KEYS)
         if missing:
             raise ModelFileError(f"{path}: acento model file without {', '.join(missing)}; it is damaged or was "
                                  "not written by `train`, retrain it (dvc repro train)")
@@ -120,20 +153,24 @@ class AccentModel:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{path}: its weights or settings do not fit the network they describe "
                                  f"({first}); the file is damaged or edited, retrain it (dvc repro train)") from None
-        return cls(network, ckpt["classes"], features, normaliser, sha256=hashlib.sha256(data).hexdigest(),
-                   path=path, device=device, batch_size=batch_size)
+        return cls(network, ckpt["classes"], features, normaliser, path=path, device=device, batch_size=batch_size)
 
     def checkpoint(self) -> dict:
         """The model file's contents, in types `torch.load(weights_only=True)` accepts: the network's
         settings and weights, the class names, the feature parameters, the normalisation settings and
-        the training split's per-mel mean and std."""
-        net = self.network
+        the training split's per-mel mean and std; for an ensemble, those of each member."""
+        contents = [self._contents(net, norm) for net, norm in self.members]
+        if len(contents) == 1:
+            return contents[0]
+        return {"format": FORMAT, "version": ENSEMBLE_VERSION, "members": contents}
+
+    def _contents(self, net: AccentClassifier, normaliser: Normaliser) -> dict:
         return {"format": FORMAT, "version": FORMAT_VERSION, "model": net.cell, "n_mels": self.features.n_mels,
                 "rnn": dataclasses.asdict(net.cfg), "classes": list(self.classes),
                 "features": dataclasses.asdict(self.features),
-                "normalise": dataclasses.asdict(self.normaliser.cfg),
-                "mean": torch.as_tensor(np.asarray(self.normaliser.mean, np.float32)),
-                "std": torch.as_tensor(np.asarray(self.normaliser.std, np.float32)),
+                "normalise": dataclasses.asdict(normaliser.cfg),
+                "mean": torch.as_tensor(np.asarray(normaliser.mean, np.float32)),
+                "std": torch.as_tensor(np.asarray(normaliser.std, np.float32)),
                 "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
     def save(self, path: str | Path) -> None:
@@ -144,19 +181,21 @@ class AccentModel:
     def describe(self) -> dict:
         """What the service's /health says about the model: cell, classes, feature and network settings."""
         return {"model": self.cell, "classes": list(self.classes), "features": dataclasses.asdict(self.features),
-                "rnn": dataclasses.asdict(self.network.cfg)}
+                "rnn": dataclasses.asdict(self.network.cfg), "members": len(self.members)}
 
     def predict_log_mels(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities [clips, classes] for log-mels [frames, n_mels] each, as `log_mel`
         computes them; batched by length, returned in input order."""
         if len(clips) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        return predict_proba(self.network, clips.__getitem__, np.array([len(c) for c in clips]),
-                             self.normaliser, self.batch_size, self.device)
+        lengths = np.array([len(c) for c in clips])
+        return np.mean([predict_proba(net, clips.__getitem__, lengths, norm, self.batch_size, self.device)
+                        for net, norm in self.members], axis=0)
 
     def predict_split(self, data: SplitData) -> np.ndarray:
         """Class probabilities [clips, classes] of a split of the feature cache, read a batch at a time."""
-        return predict_proba(self.network, data.clip, data.lengths, self.normaliser, self.batch_size, self.device)
+        return np.mean([predict_proba(net, data.clip, data.lengths, norm, self.batch_size, self.device)
+                        for net, norm in self.members], axis=0)
 
     def predict_audio(self, audio: np.ndarray) -> np.ndarray:
         """Class probabilities [classes] of one mono waveform at `features.sample_rate` Hz (float,

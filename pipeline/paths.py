@@ -13,6 +13,8 @@ DATA_METRICS = Path("metrics/data.json")             # prepare: clips/speakers p
 FEATURE_CACHE = Path("data/features/features.h5")    # features: log-mels of every split (HDF5)
 FEATURES_METRICS = Path("metrics/features.json")     # features: counts, failures by reason
 MODEL_FILE = Path("models/model.pt")                 # train: weights + everything inference needs
+FINAL_MODEL = Path("models/final.pt")                # final (`make final-model`): the deployable ensemble
+FINAL_REPORT = Path("reports/final.json")            # final: its members' cross-validated scores
 TRAIN_METRICS = Path("metrics/train.json")           # train: best dev scores, timing
 TRAINING_CURVES = Path("metrics/training")           # train: dvclive curves per epoch
 EVAL_METRICS = Path("metrics/eval.json")             # evaluate: test-split metrics
@@ -26,3 +28,9 @@ ABLATION_REPORT = Path("reports/ablation/ablation.md")   # ablate: the ablation 
 ABLATION_JSON = Path("reports/ablation/ablation.json")   # ablate: its rows and commands (merged across runs)
 BENCH_REPORT = Path("bench/results.md")                  # bench: benchmark results, for people
 BENCH_JSON = Path("bench/results.json")                  # bench: the same, merged across runs
+
+
+def deployed_model() -> Path:
+    """The model file `acento-predict`, `acento-serve` and `acento-score` use by default: the ensemble of
+    `make final-model` where it exists (trained on every labelled speaker), else the pipeline's model."""
+    return FINAL_MODEL if FINAL_MODEL.is_file() else MODEL_FILE

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.errors import StageError
 from pipeline.model import AccentModel, ModelFileError, Prediction
-from pipeline.paths import MODEL_FILE
+from pipeline.paths import FINAL_MODEL, MODEL_FILE, deployed_model
 from pipeline.runtime import available_cores, resolve_count, select_device
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="audio files or folders of them")
-    parser.add_argument("--model-file", "--model", dest="model_file", default=MODEL_FILE,
-                        help=f"trained model file (default: {MODEL_FILE})")
+    parser.add_argument("--model-file", "--model", dest="model_file", default=deployed_model(),
+                        help=f"trained model file (default: {FINAL_MODEL} from `make final-model` if it exists, "
+                             f"else {MODEL_FILE} from `dvc repro`)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--top", type=int, default=0, metavar="K",
                         help="show the K most likely classes (default: all); JSON keeps all probabilities")

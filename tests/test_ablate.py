@@ -73,7 +73,7 @@ def test_a_report_pools_the_folds_and_keeps_earlier_rows(tmp_path):
 
 
 def test_resplit_cache_moves_clips_to_the_new_splits_with_the_new_training_statistics(cache, tmp_path):
-    from pipeline.ablate import resplit_cache
+    from pipeline.crossval import resplit_cache
     from pipeline.cache import SplitData
 
     before = {s: SplitData(cache, s) for s in ("train", "dev", "test")}
@@ -99,7 +99,7 @@ def test_resplit_cache_moves_clips_to_the_new_splits_with_the_new_training_stati
 
 
 def test_fewer_training_speakers_keeps_that_share_of_each_class_and_leaves_dev_and_test():
-    from pipeline.ablate import fewer_training_speakers
+    from pipeline.crossval import fewer_training_speakers
 
     rows = [{"clip": f"c{s}-{k}", "speaker": f"s{s}", "label": s % 2, "split": "train" if s < 16 else "test"}
             for s in range(20) for k in range(3)]

@@ -44,3 +44,35 @@ def test_a_saved_model_loads_back_to_the_same_answers(model, sample_clips, tmp_p
     about = model.describe()
     assert (about["model"], about["classes"], about["features"]["n_mels"], about["rnn"]["hidden_size"]) == \
         ("lstm", ["andino", "caribe", "chileno", "mexico", "norte", "rioplatense", "sur"], 64, 8)
+
+
+def test_an_ensemble_averages_its_members_and_saves_and_loads_as_one_file(sample_clips, tmp_path):
+    from pipeline.model import ModelFileError
+
+    a, b = (AccentModel.load(untrained_model(tmp_path / f"{n}.pt", seed=seed)) for n, seed in (("a", 1), ("b", 2)))
+    both = AccentModel.ensemble([a, b])
+    clip = load_audio(sample_clips[0], a.features.sample_rate)
+    pa, pb = a.predict_audio(clip), b.predict_audio(clip)
+    assert np.abs(pa - pb).max() > 1e-3  # two different members
+    np.testing.assert_allclose(both.predict_audio(clip), (pa + pb) / 2, atol=1e-6)
+    both.save(tmp_path / "both.pt")
+    again = AccentModel.load(tmp_path / "both.pt")
+    assert len(again.members) == 2 and again.describe()["members"] == 2
+    np.testing.assert_allclose(again.predict_audio(clip), (pa + pb) / 2, atol=1e-6)
+    assert again.classify(sample_clips[0]).label == a.classes[int(np.argmax(pa + pb))]
+    gru = AccentModel.load(untrained_model(tmp_path / "g.pt", cell="gru"))
+    with pytest.raises(ModelFileError, match="another cell"):
+        AccentModel.ensemble([a, gru])
+
+
+def test_an_ensemble_file_without_members_is_reported(tmp_path):
+    import torch
+
+    from pipeline.model import ENSEMBLE_VERSION, FORMAT, ModelFileError
+
+    torch.save({"format": FORMAT, "version": ENSEMBLE_VERSION, "members": []}, tmp_path / "e.pt")
+    with pytest.raises(ModelFileError, match="without members"):
+        AccentModel.load(tmp_path / "e.pt")
+    torch.save({"format": FORMAT, "version": ENSEMBLE_VERSION, "members": [{"model": "lstm"}]}, tmp_path / "e.pt")
+    with pytest.raises(ModelFileError, match="without n_mels"):
+        AccentModel.load(tmp_path / "e.pt")
