@@ -103,7 +103,7 @@ def summarise(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
     bootstrap interval, pooled speaker accuracy; per preset: the paired GRU − LSTM comparison."""
     summary: dict = {}
     for preset in dict.fromkeys(r["preset"] for r in results):
-        cells, pooled = {}, {}
+        cells, pooled, seed_preds = {}, {}, {}
         for cell in CELLS:
             runs = [r for r in results if r["preset"] == preset and r["cell"] == cell]
             if not runs:
@@ -115,6 +115,8 @@ def summarise(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
             classes = [c[2:] for c in prob_cols]
             merged["predicted"] = [classes[i] for i in merged[prob_cols].to_numpy().argmax(1)]
             pooled[cell] = merged.sort_values("clip").reset_index(drop=True)
+            seed_preds[cell] = {s: group.sort_values("clip").set_index("clip")[prob_cols].to_numpy().argmax(1)
+                                for s, group in frame.groupby(frame["seed"].fillna(-1))}
             index = {c: i for i, c in enumerate(classes)}
             labels, pred = merged["label"].map(index).to_numpy(), merged["predicted"].map(index).to_numpy()
             speakers = merged["speaker"].to_numpy()
@@ -141,8 +143,25 @@ def summarise(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
                                        a["predicted"].map(index).to_numpy(), b["predicted"].map(index).to_numpy(),
                                        n_boot, seed)
             entry["gru_minus_lstm"] = {**paired, "verdict": verdict("LSTM", "GRU", paired)}
+            seeds = sorted(set(seed_preds["lstm"]) & set(seed_preds["gru"]))
+            if len(seeds) > 1:  # does each training seed alone reach the same verdict?
+                labels, speakers = a["label"].map(index).to_numpy(), a["speaker"].to_numpy()
+                per_seed = [paired_difference(speakers, labels, seed_preds["lstm"][s], seed_preds["gru"][s], n_boot, seed)
+                            for s in seeds]
+                entry["gru_minus_lstm"]["per_seed"] = [
+                    {"seed": None if s == -1 else int(s), "difference": d["difference"], "ci_low": d["ci_low"],
+                     "ci_high": d["ci_high"]} for s, d in zip(seeds, per_seed)]
+                entry["gru_minus_lstm"]["verdict"] += " " + seed_agreement(per_seed)
         summary[preset] = entry
     return summary
+
+
+def seed_agreement(per_seed: list[dict]) -> str:
+    """One sentence: how many training seeds, each compared alone, find GRU better, LSTM better, or neither."""
+    gru = sum(d["ci_low"] > 0 for d in per_seed)
+    lstm = sum(d["ci_high"] < 0 for d in per_seed)
+    return (f"Each of the {len(per_seed)} training seeds alone: GRU better in {gru}, LSTM better in {lstm}, "
+            f"no significant difference in {len(per_seed) - gru - lstm}.")
 
 
 def markdown(summary: dict, command: str, minutes: float | None) -> str:
@@ -222,6 +241,10 @@ def metrics_json(summary: dict) -> dict:
             out[preset]["gru_minus_lstm"] = {"difference": round(d["difference"], 4), "ci_low": round(d["ci_low"], 4),
                                              "ci_high": round(d["ci_high"], 4), "mcnemar_p": round(d["mcnemar"]["p"], 4),
                                              "sign_test_p": round(d["sign_test"]["p"], 4)}
+            if "per_seed" in d:
+                out[preset]["gru_minus_lstm"]["seeds_gru_better"] = sum(s["ci_low"] > 0 for s in d["per_seed"])
+                out[preset]["gru_minus_lstm"]["seeds_lstm_better"] = sum(s["ci_high"] < 0 for s in d["per_seed"])
+                out[preset]["gru_minus_lstm"]["seeds"] = len(d["per_seed"])
     return out
 
 

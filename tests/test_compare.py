@@ -90,3 +90,16 @@ def test_summary_pools_folds_and_pairs_the_cells():
     assert "| GRU | 1.000, 1.000, 1.000 | 1.000 ± 0.000 |" in report and "**Verdict:** GRU is better" in report
     flat = metrics_json({"default": better})
     assert flat["default"]["gru"]["pooled_balanced_accuracy"] == 1.0 and "mcnemar_p" in flat["default"]["gru_minus_lstm"]
+
+
+def test_with_several_seeds_the_verdict_says_how_many_seeds_agree():
+    # seed 1: GRU right everywhere (better); seed 2: both cells alike (no difference)
+    runs = []
+    for seed, gru_better in ((1, True), (2, False)):
+        for run in fake_results(gru_better=gru_better):
+            runs.append({**run, "name": f"{run['name']}-s{seed}", "seed": seed})
+    d = summarise(runs, n_boot=300)["default"]["gru_minus_lstm"]
+    assert [(s["seed"], s["ci_low"] > 0) for s in d["per_seed"]] == [(1, True), (2, False)]
+    assert d["verdict"].endswith("Each of the 2 training seeds alone: GRU better in 1, LSTM better in 0, "
+                                 "no significant difference in 1.")
+    assert "per_seed" not in summarise(fake_results(), n_boot=300)["default"]["gru_minus_lstm"]
