@@ -20,10 +20,10 @@ from pipeline.errors import StageError
 from pipeline.metrics import classification_metrics
 from pipeline.model import AccentModel, ModelFileError
 from pipeline.network import count_parameters
-from pipeline.paths import CONFUSION, CONFUSION_PNG, EVAL_METRICS, FEATURE_CACHE, MODEL_FILE, PREDICTIONS
+from pipeline.paths import CONFUSION, CONFUSION_PNG, EVAL_METRICS, EVAL_TIMING, FEATURE_CACHE, MODEL_FILE, PREDICTIONS
 from pipeline.runtime import configure_torch, select_device
 from pipeline.scoring import write_confusion_png, write_metrics, write_predictions
-from pipeline.stage import run_stage
+from pipeline.stage import run_stage, write_json
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
@@ -47,8 +47,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if absent:
         print(f"warning: no test clip of class(es) {', '.join(absent)}: they are left out of every averaged "
               "metric and reported with support 0", file=sys.stderr)
-    metrics.update({"model": model.cell, "params": count_parameters(model.network),
-                    "inference_clips_per_second": round(len(test) / seconds, 1)})
+    metrics.update({"model": model.cell, "params": count_parameters(model.network)})
+    # wall-clock figures apart from the metrics, whose content must change only when the result does
+    write_json(args.timing, {"inference_seconds": round(seconds, 2),
+                                           "inference_clips_per_second": round(len(test) / seconds, 1)})
     names = [test.classes[i] for i in test.labels]
     write_metrics(args.metrics, metrics, args.confusion, names, [test.classes[i] for i in pred])
     write_predictions(args.predictions, test.clips, test.speakers, names, probs, test.classes)
@@ -64,6 +66,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"trained model file (default: {MODEL_FILE})")
     parser.add_argument("--cache", default=FEATURE_CACHE, help=f"HDF5 feature cache (default: {FEATURE_CACHE})")
     parser.add_argument("--metrics", default=EVAL_METRICS, help=f"metrics to write (default: {EVAL_METRICS})")
+    parser.add_argument("--timing", default=EVAL_TIMING,
+                        help=f"inference seconds and clips/s to write (default: {EVAL_TIMING})")
     parser.add_argument("--confusion", default=CONFUSION, help=f"confusion rows for dvc plots (default: {CONFUSION})")
     parser.add_argument("--predictions", default=PREDICTIONS,
                         help=f"per-clip test predictions (default: {PREDICTIONS})")
