@@ -142,3 +142,12 @@ def test_folds_are_speaker_disjoint_and_cover_every_labelled_speaker_once(tmp_pa
         tests.append(by_split["test"])
     assert sum(len(t) for t in tests) == len(everyone) and set().union(*tests) == everyone
     assert len(everyone) == 20
+
+
+@pytest.mark.parametrize("sentence, kept, malformed", [("Primera línea\nsegunda línea", 20, 0), ("uno\tdos", 19, 1)])
+def test_a_line_feed_or_tab_in_a_sentence_neither_invents_nor_loses_a_row(tmp_path, sentence, kept, malformed):
+    rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)  # 20 rows, all usable
+    rows[13]["sentence"] = sentence
+    frame, metrics = run(tmp_path, rows, **SINGLE_SPLIT)
+    assert len(frame) == kept and metrics["dropped"]["malformed_row"] == malformed
+    assert len(frame) + sum(metrics["dropped"].values()) == 20  # no invented no_accent row
