@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio import AudioError, extract_all
+from pipeline.audio import Analysis, AudioError, extract_all
 from pipeline.config import stored_features_config
 from pipeline.data import Normaliser
 from pipeline.inference import predict_proba
@@ -67,16 +67,16 @@ def classify_files(files: list[Path], network: torch.nn.Module, ckpt: dict, devi
     """
     cfg = stored_features_config(ckpt["features"])
 
-    def flush(chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[dict]:
-        results = iter(classify_clips([r for _, r in chunk if not isinstance(r, AudioError)], network, ckpt,
-                                      device, batch_size))
+    def flush(chunk: list[tuple[Path, Analysis | AudioError]]) -> Iterator[dict]:
+        results = iter(classify_clips([r.frames for _, r in chunk if not isinstance(r, AudioError)], network,
+                                      ckpt, device, batch_size))
         for path, result in chunk:
             if isinstance(result, AudioError):
                 yield {"file": str(path), "error": result.report()}
             else:
-                yield {"file": str(path), **next(results)}
+                yield {"file": str(path), **next(results), **result.about()}
 
-    chunk: list[tuple[Path, np.ndarray | AudioError]] = []
+    chunk: list[tuple[Path, Analysis | AudioError]] = []
     results = extract_all([str(f) for f in files], cfg, workers if len(files) > FEW_FILES else 1,
                           one_worker_hint="--workers 1")
     for path, result in zip(files, results):

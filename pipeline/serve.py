@@ -21,7 +21,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import io
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.audio import AudioError, LogMel, decode
+from pipeline.audio import AudioError, LogMel
 from pipeline.config import stored_features_config
 from pipeline.network import ModelFileError, load_model_file
 from pipeline.paths import MODEL_FILE
@@ -123,19 +122,12 @@ class Classifier:
 
     def features(self, name: str, data: bytes) -> tuple[np.ndarray, dict]:
         """One upload's log-mels and what the response says about its audio; AudioError if unusable."""
-        if not data:
-            raise AudioError("empty_audio", f"{name}: empty upload (0 bytes)")
-        clip = decode(io.BytesIO(data), self.extractor.cfg.sample_rate, name, self.max_seconds)
-        try:
-            feats = self.extractor(clip.audio)
-        except AudioError as exc:
-            raise AudioError(exc.reason, f"{name}: {exc}") from None
-        about = {"seconds": round(clip.seconds, 2), "analysed_seconds": round(len(feats) * self.hop_seconds, 2),
-                 "cropped": clip.cropped}
+        clip = self.extractor.analyse(data, name, self.max_seconds)
+        about = clip.about()
         if clip.cropped:
-            about["note"] = (f"longer than the service's {self.max_seconds:g} s limit: only the first "
-                             f"{self.max_seconds:g} s were read")
-        return feats, about
+            about["note"] = (f"{clip.seconds:.1f} s long, over the service's {self.max_seconds:g} s limit: only "
+                             f"the first {self.max_seconds:g} s were read")
+        return clip.frames, about
 
     def __call__(self, uploads: list[tuple[str, bytes]], spectrogram: bool) -> tuple[list[dict], list[dict]]:
         """(results, errors): a result per upload, in order, or the errors of those that failed."""

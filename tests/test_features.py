@@ -81,7 +81,8 @@ def test_corrupt_empty_and_missing_clips_are_skipped_and_counted(tmp_path):
                         for n in ("corrupt.mp3", "empty.wav", "missing.mp3", "silent.wav")])
     metrics = build_cache(pd.concat([frame, bad]), params(**{"features.max_failed_fraction": 0.2}).features,
                           tmp_path / "f.h5", 2)
-    assert metrics["failed"] == {"missing_file": 1, "unreadable_audio": 1, "empty_audio": 1, "silent_audio": 1}
+    assert metrics["failed"] == {"missing_file": 1, "unsupported_format": 0, "unreadable_audio": 1, "empty_audio": 1,
+                                 "too_short": 0, "silent_audio": 1}
     assert sum(metrics["clips"].values()) == len(frame)
 
 

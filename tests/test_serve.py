@@ -76,7 +76,7 @@ def test_a_clip_over_the_length_limit_is_cropped_and_the_response_says_so(traine
 
 @pytest.mark.parametrize("name, data, reason", [
     ("garbage.mp3", b"\xff\xfb" + b"garbage" * 100, "unreadable_audio"),
-    ("notes.txt", "Hola, ¿qué tal?\n".encode() * 20, "unreadable_audio"),
+    ("notes.txt", "Hola, ¿qué tal?\n".encode() * 20, "unsupported_format"),
     ("empty.wav", b"", "empty_audio"),
     ("silence.wav", wav_bytes(1.0, level=0.0), "silent_audio"),
 ])
