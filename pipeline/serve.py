@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -96,6 +97,19 @@ class Turns:
             self.inside -= 1
 
 
+def validation_detail(errors: list[dict]) -> str:
+    """One line for a request FastAPI could not validate: each field and what was wrong, without the values."""
+    problems = []
+    for error in errors[:5]:
+        field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        if field.startswith("files") and error.get("type") != "missing":
+            problems.append(f"{field}: not a file (each `files` part needs a Content-Disposition with a "
+                            "filename, as `curl -F files=@clip.mp3` sends)")
+        else:
+            problems.append(f"{field}: {str(error.get('msg', 'invalid'))[:100]}")
+    return "request not understood: " + "; ".join(problems)
+
+
 def log_mel_picture(feats: np.ndarray, hop_seconds: float) -> dict:
     """The log-mels as bytes a page can draw: [frames, n_mels] row-major uint8 (0 = `min`, 255 = `max`),
     base64-encoded; about 85 kB for 10 s of 64 mels."""
@@ -157,6 +171,12 @@ def create_app(model_file: str | Path = MODEL_FILE, *, max_upload_mb: float = 20
     app.add_middleware(BodyLimit, limit=int(max_upload_mb * MIB))
     health = {**classifier.health, "limits": {"max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
                                               "concurrency": turns.running, "queue": queue}}
+
+    @app.exception_handler(RequestValidationError)
+    async def request_not_understood(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A short answer naming the fields, never echoing what was sent (FastAPI's default repeats each
+        invalid value: a whole upload for a part without a file name)."""
+        return JSONResponse({"detail": validation_detail(exc.errors())}, 422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
