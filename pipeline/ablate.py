@@ -99,7 +99,7 @@ def build_fold_caches(params_file: Path, scratch: Path) -> list[Path]:
         data = dataclasses.replace(base.data, fold=fold)
         manifest, _ = prepare(data, locale_dir)
         cache = scratch / f"fold{fold}.h5"
-        build_cache(manifest, base.features, cache, resolve_count(base.features.workers))
+        build_cache(manifest, base.features, cache, resolve_count(base.runtime.workers))
         caches.append(cache)
     return caches
 

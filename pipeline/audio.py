@@ -382,7 +382,7 @@ def _extract_for_cache(path: str) -> CachedClip | AudioError:
 
 
 def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int, for_cache: bool = False,
-                one_worker_hint: str = "features.workers: 1 in params.yaml"
+                one_worker_hint: str = "runtime.workers: 1 in params.yaml"
                 ) -> Iterator[Analysis | CachedClip | AudioError]:
     """Analyses (or, `for_cache`, CachedClips) in input order; a bounded window of clips in flight.
 

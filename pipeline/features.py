@@ -87,7 +87,7 @@ def _counts(failed: Counter[str]) -> str:
 
 def run(params: Params, args: argparse.Namespace) -> None:
     manifest = read_manifest(args.manifest)
-    metrics = build_cache(manifest, params.features, Path(args.out), resolve_count(params.features.workers))
+    metrics = build_cache(manifest, params.features, Path(args.out), resolve_count(params.runtime.workers))
     write_json(args.metrics, metrics)
     print(f"{sum(metrics['clips'].values())} clips, {metrics['seconds_of_audio']:.0f} s of audio -> {args.out}")
 
