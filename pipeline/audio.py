@@ -132,8 +132,10 @@ def audio_stream(data, name: str) -> _Stream:
 
     ID3v2 tags are skipped, with any padding or junk after them that their size does not count; in a
     file that is no container libsndfile knows by its first bytes, the first run of MPEG frames is
-    looked for.  An MPEG stream without a Xing/Info header gets one holding its exact frame count, so
-    libsndfile neither stops early nor reports a length estimated from the first frame's bitrate.
+    looked for.  A variable-bitrate MPEG stream without a Xing/Info header gets one holding its exact
+    frame count (every frame header is read), so libsndfile neither stops early nor reports a length
+    estimated from the first frame's bitrate; a constant-bitrate one is left as it is (its size gives
+    its length, and mpg123 then keeps its first 529 samples as it always did).
     AudioError("empty_audio") for a file with no bytes, or nothing but tags and padding.
     """
     if len(data) == 0:
@@ -150,7 +152,9 @@ def audio_stream(data, name: str) -> _Stream:
         return _Stream(data, start)  # libsndfile says what it makes of it
     if mpeg.has_length_tag(data, pos, mpeg.parse_header(data, pos)):
         return _Stream(data, pos)
-    frames, _ = mpeg.count_frames(data, pos)
+    frames, _, constant = mpeg.count_frames(data, pos)
+    if constant:  # every frame has the first one's bitrate: libsndfile's length from the file size is right
+        return _Stream(data, pos)
     return _Stream(data, pos, mpeg.xing_frame(data, pos, frames))
 
 

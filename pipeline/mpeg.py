@@ -126,19 +126,21 @@ def has_length_tag(data, pos: int, frame: Frame) -> bool:
     return bytes(data[at:at + 4]) in (b"Xing", b"Info") or bytes(data[pos + 36:pos + 40]) == b"VBRI"
 
 
-def count_frames(data, pos: int) -> tuple[int, int]:
-    """(frames, samples per channel) of the stream whose first frame is at `pos`: every frame header is
-    read, up to the first byte that does not start a frame of the same stream (an ID3v1 or APE tag, the
-    end of the data).  Exact for any bitrate mode; no audio is decoded."""
+def count_frames(data, pos: int) -> tuple[int, int, bool]:
+    """(frames, samples per channel, constant bitrate?) of the stream whose first frame is at `pos`:
+    every frame header is read, up to the first byte that does not start a frame of the same stream (an
+    ID3v1 or APE tag, the end of the data).  Exact for any bitrate mode; no audio is decoded."""
     first = parse_header(data, pos)
     frames = samples = 0
+    bitrates = set()
     frame = first
     while frame is not None and frame.same_stream(first) and pos + frame.length <= len(data):
         frames += 1
         samples += frame.samples
+        bitrates.add(data[pos + 2] >> 4)
         pos += frame.length
         frame = parse_header(data, pos)
-    return frames, samples
+    return frames, samples, len(bitrates) <= 1
 
 
 def xing_frame(data, pos: int, frames: int) -> bytes:

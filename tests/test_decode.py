@@ -69,8 +69,8 @@ def test_id3v2_tags_end_where_their_size_says():
 
 def test_frames_are_counted_exactly(clean):
     pos = mpeg.id3v2_end(clean)
-    frames, samples = mpeg.count_frames(clean, pos)
-    assert samples == frames * 1152
+    frames, samples, constant = mpeg.count_frames(clean, pos)
+    assert samples == frames * 1152 and not constant  # LAME's VBR
     with sf.SoundFile(io.BytesIO(clean)) as f:  # the Info header's count, less the encoder's delay and padding
         assert (frames - 1) * 1152 - 2 * 1152 < f.frames <= (frames - 1) * 1152
     assert mpeg.find_stream(b"\x00" * 4096 + clean) == 4096
@@ -172,3 +172,15 @@ def test_an_unknown_container_is_unsupported_and_a_damaged_mp3_unreadable(tmp_pa
     with pytest.raises(AudioError) as err:
         decode(b"\xff\xfb" + b"garbage" * 100, RATE, "voice.MP3")
     assert err.value.reason == "unreadable_audio"
+
+
+def test_constant_bitrate_mp3s_without_a_header_decode_as_libsndfile_alone_decodes_them(sample_clips):
+    """The bundled sample's clips (CBR, no Xing/Info header): nothing is added, not a sample changes."""
+    for path in sample_clips:
+        data = path.read_bytes()
+        pos = mpeg.id3v2_end(data)
+        assert not mpeg.has_length_tag(data, pos, mpeg.parse_header(data, pos)) and mpeg.count_frames(data, pos)[2]
+        alone, rate = sf.read(str(path), dtype="float32")
+        got = decode(str(path), rate, path.name)
+        np.testing.assert_array_equal(got.audio, alone)
+        assert got.seconds == len(alone) / rate
