@@ -90,28 +90,14 @@ def is_stream_at(data, pos: int, confirm: int = CONFIRM_FRAMES) -> Frame | None:
 
 def find_stream(data, start: int = 0, search: int = SEARCH_BYTES) -> int | None:
     """Offset of the first MPEG audio frame at or after `start` (within `search` bytes) that begins
-    a run of consistent frames, or None."""
+    a run of consistent frames, or None.  `data`: bytes, bytearray or mmap (searched without copying)."""
     end = min(len(data), start + search)
-    pos = start
-    while pos < end:
-        pos = _find_ff(data, pos, end)
-        if pos < 0:
-            return None
+    pos = data.find(b"\xff", start, end)
+    while pos >= 0:
         if is_stream_at(data, pos):
             return pos
-        pos += 1
+        pos = data.find(b"\xff", pos + 1, end)
     return None
-
-
-def _find_ff(data, pos: int, end: int) -> int:
-    """The next 0xFF byte in data[pos:end], read in 64 kB pieces (data may be a large mmap)."""
-    while pos < end:
-        piece = min(end, pos + (1 << 16))
-        found = bytes(data[pos:piece]).find(b"\xff")
-        if found >= 0:
-            return pos + found
-        pos = piece
-    return -1
 
 
 def side_info_offset(frame: Frame) -> int:

@@ -75,6 +75,9 @@ def test_frames_are_counted_exactly(clean):
         assert (frames - 1) * 1152 - 2 * 1152 < f.frames <= (frames - 1) * 1152
     assert mpeg.find_stream(b"\x00" * 4096 + clean) == 4096
     assert mpeg.find_stream(b"\xff\xfb\x90\x64" + b"\x00" * 5000) is None  # one sync word is not a stream
+    noise = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    assert mpeg.find_stream(noise) is None  # ~4000 0xFF bytes, no run of three frames
+    assert mpeg.find_stream(noise[:5000] + clean) == 5000
 
 
 # ---------------------------------------------------------------- the same bytes, the same audio
