@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -48,6 +49,9 @@ AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".a
 # Containers libsndfile recognises by their first bytes: no MPEG stream is looked for in them.
 CONTAINER_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b".snd", b"caff", b"wvpk",
                    b"riff", b"MAC ", b"ajkg")
+
+
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 class AudioError(Exception):
@@ -141,14 +145,19 @@ def audio_stream(data, name: str) -> _Stream:
     if len(data) == 0:
         raise AudioError("empty_audio", f"{name}: empty file (0 bytes), no audio")
     start = mpeg.id3v2_end(data)
+    if start:  # zero padding a tag's size does not count
+        found = _NONZERO.search(data, start)
+        if found is None:
+            padded = " and padding" if start < len(data) else ""
+            raise AudioError("empty_audio", f"{name}: no audio (nothing but an ID3 tag{padded})")
+        start = found.start()
     if bytes(data[start:start + 4]) in CONTAINER_MAGIC:
         return _Stream(data, start)
     pos = start if mpeg.is_stream_at(data, start) else mpeg.find_stream(data, start)
     if pos is None:
         rest = bytes(data[start:start + mpeg.SEARCH_BYTES])
         if len(data) - start <= mpeg.SEARCH_BYTES and not rest.strip(b"\0"):
-            what = "an ID3 tag" if start else "zero bytes"
-            raise AudioError("empty_audio", f"{name}: no audio (nothing but {what}{' and padding' if rest else ''})")
+            raise AudioError("empty_audio", f"{name}: no audio (nothing but zero bytes)")
         return _Stream(data, start)  # libsndfile says what it makes of it
     if mpeg.has_length_tag(data, pos, mpeg.parse_header(data, pos)):
         return _Stream(data, pos)

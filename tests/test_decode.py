@@ -187,3 +187,12 @@ def test_constant_bitrate_mp3s_without_a_header_decode_as_libsndfile_alone_decod
         got = decode(str(path), rate, path.name)
         np.testing.assert_array_equal(got.audio, alone)
         assert got.seconds == len(alone) / rate
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "WAV"])
+def test_an_id3_tag_before_other_formats_is_skipped_too(tmp_path, fmt):
+    out = io.BytesIO()
+    sf.write(out, tone(1.0, rate=RATE), RATE, format=fmt)
+    expected = decode(out.getvalue(), RATE, "clean")
+    got = decode(id3_tag(TITLE, padding_outside=100) + out.getvalue(), RATE, "tagged")
+    np.testing.assert_array_equal(got.audio, expected.audio)
