@@ -10,11 +10,16 @@ librosa's import of numba and scipy (~3 s on two cores).
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import os
+import re
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -22,6 +27,7 @@ import soxr
 from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 
+from pipeline import mpeg
 from pipeline.config import FeaturesConfig
 from pipeline.errors import StageError
 
@@ -29,7 +35,23 @@ LOG_FLOOR = 1e-10
 # Float files nominally hold +-1; far beyond, squares overflow float32 in the trimming and the power.
 MAX_SAMPLE = 1e6
 TRIM_AMIN = 1e-10  # power floor of the trimming's dB scale (librosa's amplitude_to_db amin 1e-5, squared)
-FAILURE_REASONS = ("missing_file", "unreadable_audio", "empty_audio", "silent_audio")  # AudioError.reason
+# A clip whose level (RMS around its mean, so a DC offset is no sound) is below this holds no speech:
+# digital silence, an offset, dither or hiss.  Common Voice speech sits around -20 to -30 dBFS.
+SILENCE_DBFS = -60.0
+# Decoding reads at most this much of a recording (silence trimming looks no further); the rest is
+# never decoded, so a long file costs no more memory than a short one.  Training clips are far shorter.
+DECODE_SECONDS = 60.0
+FAILURE_REASONS = ("missing_file", "unsupported_format", "unreadable_audio", "empty_audio", "too_short",
+                   "silent_audio")  # AudioError.reason
+# Names of formats libsndfile reads: a file so named that it cannot read is damaged, not unsupported
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".aifc", ".au", ".caf",
+                  ".w64", ".rf64", ".wv")
+# Containers libsndfile recognises by their first bytes: no MPEG stream is looked for in them.
+CONTAINER_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b".snd", b"caff", b"wvpk",
+                   b"riff", b"MAC ", b"ajkg")
+
+
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 class AudioError(Exception):
@@ -49,24 +71,144 @@ class AudioError(Exception):
 
 class Decoded(NamedTuple):
     audio: np.ndarray  # mono float32 at the requested rate
-    seconds: float     # duration of the whole source, cropped or not
+    seconds: float     # duration of the whole source, cropped or not (exact: see `open_audio`)
     cropped: bool      # True when the source was longer than `max_seconds` and only its start was read
 
 
-def decode(source: str | BinaryIO, sample_rate: int, name: str, max_seconds: float | None = None) -> Decoded:
-    """Mono float32 at `sample_rate`, whatever the format, rate or channel count of `source` (a path,
-    or a binary file object such as an upload held in memory); `name` is only used in messages.
-    With `max_seconds`, no more than that much is decoded (a long upload costs no more than a short one)."""
+class _Stream:
+    """A read-only file object over `head` followed by data[start:] (bytes or an mmap), for libsndfile."""
+
+    def __init__(self, data, start: int = 0, head: bytes = b""):
+        self.data, self.start, self.head, self.pos = data, start, head, 0
+        self.size = len(head) + len(data) - start
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = max(0, (0, self.pos, self.size)[whence] + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        n = max(0, self.size - self.pos) if n < 0 else max(0, min(n, self.size - self.pos))
+        out = self.head[self.pos:self.pos + n]
+        if len(out) < n:
+            at = self.start + self.pos + len(out) - len(self.head)
+            out += self.data[at:at + n - len(out)]
+        self.pos += len(out)
+        return out
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def _source_bytes(source: str | Path | bytes | BinaryIO, name: str) -> Iterator[Any]:
+    """The bytes of `source`: as given, read from a file object, or a file memory-mapped (not read)."""
+    if isinstance(source, (bytes, bytearray)):
+        yield source
+        return
+    if hasattr(source, "read"):
+        yield source.read()  # type: ignore[union-attr]
+        return
     try:
-        with sf.SoundFile(source) as f:
-            rate, total = f.samplerate, f.frames
-            limit = -1 if max_seconds is None else int(max_seconds * rate)
-            audio = f.read(limit if 0 <= limit < total else -1, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        why = getattr(exc, "error_string", None) or str(exc)  # libsndfile's reason, without its name for the source
-        raise AudioError("unreadable_audio", f"{name}: not readable as audio ({why})") from None
+        fh = open(source, "rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise AudioError("missing_file", f"{name}: no such file") from None
+    except OSError as exc:
+        raise AudioError("unreadable_audio", f"{name}: cannot be opened ({exc.strerror})") from None
+    with fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            yield fh.read()  # a pipe, or nothing (mmap refuses an empty file)
+            return
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield mapped
+        finally:
+            mapped.close()
+
+
+def audio_stream(data, name: str) -> _Stream:
+    """The audio in `data` as libsndfile can open it, whatever the file's name or what precedes it.
+
+    ID3v2 tags are skipped, with any padding or junk after them that their size does not count; in a
+    file that is no container libsndfile knows by its first bytes, the first run of MPEG frames is
+    looked for.  A variable-bitrate MPEG stream without a Xing/Info header gets one holding its exact
+    frame count (every frame header is read), so libsndfile neither stops early nor reports a length
+    estimated from the first frame's bitrate; a constant-bitrate one is left as it is (its size gives
+    its length, and mpg123 then keeps its first 529 samples as it always did).
+    AudioError("empty_audio") for a file with no bytes, or nothing but tags and padding.
+    """
+    if len(data) == 0:
+        raise AudioError("empty_audio", f"{name}: empty file (0 bytes), no audio")
+    start = mpeg.id3v2_end(data)
+    if start:  # zero padding a tag's size does not count
+        found = _NONZERO.search(data, start)
+        if found is None:
+            padded = " and padding" if start < len(data) else ""
+            raise AudioError("empty_audio", f"{name}: no audio (nothing but an ID3 tag{padded})")
+        start = found.start()
+    if bytes(data[start:start + 4]) in CONTAINER_MAGIC:
+        return _Stream(data, start)
+    pos = start if mpeg.is_stream_at(data, start) else mpeg.find_stream(data, start)
+    if pos is None:
+        rest = bytes(data[start:start + mpeg.SEARCH_BYTES])
+        if len(data) - start <= mpeg.SEARCH_BYTES and not rest.strip(b"\0"):
+            raise AudioError("empty_audio", f"{name}: no audio (nothing but zero bytes)")
+        return _Stream(data, start)  # libsndfile says what it makes of it
+    if mpeg.has_length_tag(data, pos, mpeg.parse_header(data, pos)):
+        return _Stream(data, pos)
+    frames, _, constant = mpeg.count_frames(data, pos)
+    if constant:  # every frame has the first one's bitrate: libsndfile's length from the file size is right
+        return _Stream(data, pos)
+    return _Stream(data, pos, mpeg.xing_frame(data, pos, frames))
+
+
+def _libsndfile_error(exc: Exception, name: str) -> AudioError:
+    why = getattr(exc, "error_string", None) or str(exc)  # libsndfile's reason, without its name for the source
+    if "Format not recognised" in why and Path(name).suffix.lower() not in AUDIO_SUFFIXES:
+        return AudioError("unsupported_format", f"{name}: not an audio format acento reads (WAV, FLAC, MP3, "
+                                                "OGG Vorbis/Opus, AIFF, ...); convert it, e.g. `ffmpeg -i "
+                                                "in.m4a out.flac`")
+    return AudioError("unreadable_audio", f"{name}: not readable as audio ({why})")
+
+
+def audio_seconds(source: str | Path | bytes | BinaryIO, name: str | None = None) -> float:
+    """The true duration in seconds of a recording (from its frame count: MPEG frames counted one by
+    one when there is no Xing/Info header), without decoding it; AudioError if it is not usable."""
+    name = str(source) if name is None else name
+    with _source_bytes(source, name) as data:
+        try:
+            with sf.SoundFile(audio_stream(data, name)) as f:
+                return f.frames / f.samplerate
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise _libsndfile_error(exc, name) from None
+
+
+def decode(source: str | Path | bytes | BinaryIO, sample_rate: int, name: str,
+           max_seconds: float | None = None) -> Decoded:
+    """Mono float32 at `sample_rate`, whatever the format, rate or channel count of `source` (a path,
+    bytes, or a binary file object such as an upload held in memory): the same bytes decode the same
+    way, whatever the file is called.  `name` is only used in messages.  With `max_seconds`, no more
+    than that much is decoded (libsndfile reads blocks: memory does not grow with the file's length);
+    `seconds` is still the whole recording's true length."""
+    with _source_bytes(source, name) as data:
+        stream = audio_stream(data, name)
+        try:
+            with sf.SoundFile(stream) as f:
+                rate, total = f.samplerate, f.frames
+                limit = -1 if max_seconds is None else int(max_seconds * rate)
+                wanted = limit if 0 <= limit < total else total
+                audio = f.read(wanted, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise _libsndfile_error(exc, name) from None
+    if len(audio) < wanted:  # the stream ended before its stated length: what was read is its length
+        total = len(audio)
     if audio.size == 0:
-        raise AudioError("empty_audio", f"{name}: no samples")
+        raise AudioError("empty_audio", f"{name}: no audio samples")
     peak = float(np.abs(audio).max())
     if not peak <= MAX_SAMPLE:  # a float file can hold NaN, infinity or anything; they would poison a batch
         raise AudioError("unreadable_audio", f"{name}: samples that are not finite or far beyond +-1 "
@@ -74,15 +216,12 @@ def decode(source: str | BinaryIO, sample_rate: int, name: str, max_seconds: flo
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return Decoded(np.ascontiguousarray(mono, dtype=np.float32), total / rate, 0 <= limit < total)
+    return Decoded(np.ascontiguousarray(mono, dtype=np.float32), total / rate, len(audio) < total)
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 at `sample_rate` from a file, all of it."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError("missing_file", f"{path}: no such file")
-    return decode(str(path), sample_rate, str(path)).audio
+def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = DECODE_SECONDS) -> np.ndarray:
+    """Mono float32 at `sample_rate` from a file, at most its first `max_seconds` (None: all of it)."""
+    return decode(str(path), sample_rate, str(path), max_seconds).audio
 
 
 # --------------------------------------------------------------------------- log-mel, as librosa computes it
@@ -165,19 +304,54 @@ class LogMel:
         """[frames, n_mels] float32 for a mono clip at the configured rate: silence trimmed, cropped
         to `max_seconds`, one frame per hop_length samples (plus one)."""
         cfg = self.cfg
+        window_ms = 1000 * cfg.win_length / cfg.sample_rate
+        if len(audio) < cfg.win_length:
+            raise AudioError("too_short", f"{1000 * len(audio) / cfg.sample_rate:.0f} ms long, shorter than one "
+                                          f"analysis window ({window_ms:.0f} ms)")
+        level = 20 * np.log10(max(float(np.std(audio, dtype=np.float64)), 1e-12))
+        if level < SILENCE_DBFS:
+            raise AudioError("silent_audio", f"no sound (level {max(level, -240):.0f} dBFS, below "
+                                             f"{SILENCE_DBFS:g}: silence, a DC offset or hiss)")
         if cfg.trim_silence:
             start, end = trim_bounds(audio, cfg.trim_top_db, cfg.win_length, cfg.hop_length)
             audio = audio[start:end]
+            if len(audio) < cfg.win_length:
+                raise AudioError("too_short", f"its sound lasts {1000 * len(audio) / cfg.sample_rate:.0f} ms, "
+                                              f"shorter than one analysis window ({window_ms:.0f} ms)")
         audio = audio[: self.max_samples]
-        if len(audio) < cfg.win_length or not np.any(audio):
-            raise AudioError("silent_audio", "nothing but silence after trimming")
         mel = power_spectrogram(audio, self.window, cfg.hop_length) @ self.mel_basis_t
         if cfg.log:
             mel = np.log(np.maximum(mel, LOG_FLOOR))
         return np.ascontiguousarray(mel, dtype=np.float32)
 
     def from_file(self, path: str | Path) -> np.ndarray:
-        return self(load_audio(path, self.cfg.sample_rate))
+        """[frames, n_mels] of a file (its first DECODE_SECONDS); AudioError naming the file if unusable."""
+        return self.analyse(str(path), str(path)).frames
+
+    def analyse(self, source: str | Path | bytes | BinaryIO, name: str,
+                max_seconds: float = DECODE_SECONDS) -> "Analysis":
+        """Decodes at most `max_seconds` of `source` and computes its log-mels; AudioError naming it."""
+        clip = decode(source, self.cfg.sample_rate, name, max_seconds)
+        try:
+            frames = self(clip.audio)
+        except AudioError as exc:
+            raise AudioError(exc.reason, f"{name}: {exc}") from None
+        hop = self.cfg.hop_length / self.cfg.sample_rate
+        return Analysis(frames, clip.seconds, len(clip.audio) / self.cfg.sample_rate, len(frames) * hop, clip.cropped)
+
+
+class Analysis(NamedTuple):
+    """A recording's log-mels and what they cover."""
+    frames: np.ndarray        # [frames, n_mels] float32
+    seconds: float            # the recording's true length
+    decoded_seconds: float    # how much of it was decoded (all, or its first `max_seconds`)
+    analysed_seconds: float   # what the features cover: silence trimmed, cropped to features.max_seconds
+    cropped: bool             # True when only the first `max_seconds` were decoded
+
+    def about(self) -> dict:
+        """The fields `predict --json` and the service report for a classified recording."""
+        return {"seconds": round(self.seconds, 2), "analysed_seconds": round(self.analysed_seconds, 2),
+                "cropped": self.cropped}
 
 
 # --------------------------------------------------------------------------- many clips in parallel
@@ -199,11 +373,11 @@ class CachedClip(NamedTuple):
     total_sq: np.ndarray  # per-mel sum of squares
 
 
-def _extract(path: str) -> np.ndarray | AudioError:
+def _extract(path: str) -> Analysis | AudioError:
     """Runs in a worker; returns the error instead of raising so one bad clip stops nothing."""
     assert _extractor is not None
     try:
-        return _extractor.from_file(path)
+        return _extractor.analyse(path, path)
     except AudioError as exc:
         return exc
 
@@ -211,18 +385,19 @@ def _extract(path: str) -> np.ndarray | AudioError:
 def _extract_for_cache(path: str) -> CachedClip | AudioError:
     """Also does the per-clip share of the writer's work (statistics, storage type) in the worker,
     so the single writer stays light and the workers scale."""
-    feats = _extract(path)
-    if isinstance(feats, AudioError):
-        return feats
+    result = _extract(path)
+    if isinstance(result, AudioError):
+        return result
     assert _extractor is not None
+    feats = result.frames
     return CachedClip(feats.astype(_extractor.cfg.dtype), feats.sum(axis=0, dtype=np.float64),
                       np.square(feats, dtype=np.float64).sum(axis=0))
 
 
 def extract_all(paths: list[str], cfg: FeaturesConfig, workers: int, for_cache: bool = False,
-                one_worker_hint: str = "features.workers: 1 in params.yaml"
-                ) -> Iterator[np.ndarray | CachedClip | AudioError]:
-    """Features (or, `for_cache`, CachedClips) in input order; a bounded window of clips in flight.
+                one_worker_hint: str = "runtime.workers: 1 in params.yaml"
+                ) -> Iterator[Analysis | CachedClip | AudioError]:
+    """Analyses (or, `for_cache`, CachedClips) in input order; a bounded window of clips in flight.
 
     `one_worker_hint` says how the caller's user runs with one worker, should a decoder crash.
     """

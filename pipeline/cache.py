@@ -16,6 +16,7 @@ clip (~500 frames) lazily pulls little more than its own bytes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict
@@ -131,6 +132,9 @@ class SplitData:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc):
+                raise StageError(f"{path}: locked, another process has it open for writing (a features stage "
+                                 "still running?); wait for it to finish or stop it, then run again") from None
             raise StageError(f"{path}: not a readable HDF5 feature cache ({exc}); rebuild it with "
                              "`dvc repro --force features`") from None
         if split not in self._file or any(a not in self._file.attrs for a in ATTRS):

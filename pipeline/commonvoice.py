@@ -7,7 +7,6 @@ with `,` up to v20, where the preset names themselves contain commas.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,16 +76,64 @@ def count_lines(path: Path, digest=None) -> tuple[int, str]:
     return lines, digest.hexdigest() if digest is not None else ""
 
 
+def parse_tsv(text: str) -> tuple[list[str], list[list[str]], int]:
+    """Splits a tab-separated table (no quoting, as Common Voice writes it) into its header and
+    records; returns (header, records, malformed), each record as many fields as the header.
+
+    Records end at LF or CRLF only (a lone CR, U+2028 and the like stay inside their field); blank
+    lines between records are not records.  A line with too few fields is a record whose text held
+    line feeds: it is rejoined with the lines after it (their line feeds kept) when together they make
+    exactly one record's fields, and otherwise the pieces count as one malformed record.  A line with
+    too many fields (a TAB inside a field) is one malformed record.  So each record of the file is
+    either returned or counted once in `malformed`: a record never becomes two.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last record; it does not start an empty one
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if not lines:
+        return [], [], 0
+    header = lines[0].split("\t")
+    width = len(header)
+    records: list[list[str]] = []
+    malformed = 0
+    i = 1
+    while i < len(lines):
+        fields = lines[i].split("\t")
+        i += 1
+        if len(fields) == 1 and fields[0] == "":
+            continue  # a blank line between records
+        if len(fields) > width:
+            malformed += 1
+            continue
+        # too few fields: the record goes on after a line feed inside a field (a sentence's, usually)
+        while len(fields) < width and i < len(lines) and len(lines[i].split("\t")) < width:
+            more = lines[i].split("\t")
+            fields[-1] += "\n" + more[0]
+            fields += more[1:]
+            i += 1
+        if len(fields) == width:
+            records.append(fields)
+        else:
+            malformed += 1
+    return header, records, malformed
+
+
 def read_tsv(path: Path) -> tuple[pd.DataFrame, int]:
-    """Reads one release TSV as strings; returns the frame and the number of malformed lines skipped."""
+    """Reads one release TSV as strings (parse_tsv's rules); returns the frame and the number of
+    malformed records it held (each counted once, never turned into rows)."""
     try:
-        lines, _ = count_lines(path)
-        frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-                            na_filter=False, on_bad_lines="skip", encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # not read_text: it turns a lone CR into LF
     except FileNotFoundError:
         raise StageError(f"{path}: not found; check data.tsvs against the release's files") from None
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise StageError(f"{path}: cannot be read as a Common Voice TSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise StageError(f"{path}: cannot be read as a Common Voice TSV (not UTF-8: {exc})") from None
+    header, records, malformed = parse_tsv(text)
+    if not header:
+        raise StageError(f"{path}: empty; a Common Voice TSV starts with a header line (client_id, path, ...)")
+    if len(set(header)) != len(header):
+        raise StageError(f"{path}: a column name appears twice in the header ({', '.join(header)})")
+    frame = pd.DataFrame(records, columns=header, dtype=str)
     if "accents" not in frame.columns and "accent" in frame.columns:
         frame = frame.rename(columns={"accent": "accents"})
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -94,7 +141,6 @@ def read_tsv(path: Path) -> tuple[pd.DataFrame, int]:
         raise StageError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}")
     if "down_votes" not in frame.columns:
         frame["down_votes"] = "0"
-    malformed = max(lines - 1 - len(frame), 0)
     return frame, malformed
 
 
@@ -103,9 +149,8 @@ def read_durations(locale_dir: Path) -> dict[str, float] | None:
     path = locale_dir / "clip_durations.tsv"
     if not path.exists():
         return None
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype={"clip": str}, keep_default_na=False,
-                        on_bad_lines="skip")
-    if list(frame.columns[:2]) != ["clip", "duration[ms]"]:
-        raise StageError(f"{path}: expected columns 'clip' and 'duration[ms]', found {', '.join(frame.columns)}")
-    ms = pd.to_numeric(frame["duration[ms]"], errors="coerce")
-    return dict(zip(frame["clip"], ms / 1000.0))
+    header, records, _ = parse_tsv(path.read_bytes().decode("utf-8-sig"))
+    if header[:2] != ["clip", "duration[ms]"]:
+        raise StageError(f"{path}: expected columns 'clip' and 'duration[ms]', found {', '.join(header)}")
+    ms = pd.to_numeric(pd.Series([r[1] for r in records], dtype=str), errors="coerce")
+    return dict(zip((r[0] for r in records), ms / 1000.0))

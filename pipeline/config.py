@@ -85,7 +85,6 @@ class FeaturesConfig:
     trim_top_db: float = field(metadata=_check(min=0, min_exclusive=True))
     max_seconds: float = field(metadata=_check(min=0, min_exclusive=True))
     dtype: str = field(metadata=_check(choices=("float16", "float32")))
-    workers: int = field(metadata=_check(min=0))
     max_failed_fraction: float = field(metadata=_check(min=0, max=1))
 
 
@@ -157,7 +156,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Where and how fast the network runs; shared by train, evaluate and bench."""
+    """Where and how fast the work runs, never what it computes: no stage lists these in its params
+    deps, so changing one reruns nothing.  Shared by features, train, evaluate and bench."""
+    workers: int = field(metadata=_check(min=0))
     device: str = field(metadata=_check(choices=("auto", "cpu", "cuda")))
     num_threads: int = field(metadata=_check(min=0))
     inference_batch_size: int = field(metadata=_check(min=1))
@@ -324,6 +325,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 def stored_features_config(stored: str | dict) -> FeaturesConfig:
     """The feature parameters stored (as JSON or a dict) in the cache or a model file."""
-    values = json.loads(stored) if isinstance(stored, str) else stored
+    values = dict(json.loads(stored) if isinstance(stored, str) else stored)
+    values.pop("workers", None)  # stored by caches and models made before it moved to runtime.workers
     return FeaturesConfig(**values)
 

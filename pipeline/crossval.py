@@ -42,7 +42,7 @@ def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None =
 
     base = parse_params(raw_params(params_file, overrides or {}))
     key = json.dumps([dataclasses.asdict(dataclasses.replace(base.data, fold=0)),
-                      dataclasses.asdict(dataclasses.replace(base.features, workers=0))], sort_keys=True, default=str)
+                      dataclasses.asdict(base.features)], sort_keys=True, default=str)
     folder = scratch / f"caches-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     caches = [folder / f"fold{fold}.h5" for fold in range(base.data.folds)]
     if train_fraction < 1:
@@ -60,7 +60,7 @@ def build_fold_caches(params_file: Path, scratch: Path, overrides: dict | None =
     for fold, cache in enumerate(caches):
         manifest, _ = prepare(dataclasses.replace(base.data, fold=fold), locale_dir)
         if fold == 0:
-            build_cache(manifest, base.features, cache, resolve_count(base.features.workers))
+            build_cache(manifest, base.features, cache, resolve_count(base.runtime.workers))
         else:
             with atomic_path(cache, suffix=".h5") as tmp:
                 resplit_cache(caches[0], manifest, tmp)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.audio import AudioError, LogMel, extract_all
+from pipeline.audio import Analysis, AudioError, LogMel, extract_all
 from pipeline.config import FeaturesConfig, NormaliseConfig, RNNConfig, stored_features_config
 from pipeline.data import Normaliser
 from pipeline.inference import predict_proba
@@ -49,14 +49,16 @@ class ModelFileError(ValueError):
 @dataclass(frozen=True)
 class Prediction:
     """One clip's decision: `label`, the most probable class, and `probs`, class name -> probability
-    (summing to 1, in the model's class order)."""
+    (summing to 1, in the model's class order); for a file, `audio` says what was analysed (`seconds`,
+    the recording's true length, `analysed_seconds`, `cropped`: `pipeline.audio.Analysis.about`)."""
     label: str
     probs: dict[str, float]
+    audio: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """{"label", "probs"} with probabilities rounded to 4 decimals: the JSON of `acento-predict
-        --json` and of the service."""
-        return {"label": self.label, "probs": {c: round(float(p), 4) for c, p in self.probs.items()}}
+        """{"label", "probs", and the `audio` fields} with probabilities rounded to 4 decimals: the JSON of
+        `acento-predict --json` and of the service."""
+        return {"label": self.label, "probs": {c: round(float(p), 4) for c, p in self.probs.items()}, **self.audio}
 
 
 class AccentModel:
@@ -202,9 +204,10 @@ class AccentModel:
         nominally within ±1); AudioError("silent_audio") if nothing but silence is left after trimming."""
         return self.predict_log_mels([self.log_mel(np.asarray(audio, np.float32))])[0]
 
-    def prediction(self, probs: np.ndarray) -> Prediction:
-        """The Prediction of one row of probabilities [classes]."""
-        return Prediction(self.classes[int(np.argmax(probs))], {c: float(p) for c, p in zip(self.classes, probs)})
+    def prediction(self, probs: np.ndarray, audio: dict | None = None) -> Prediction:
+        """The Prediction of one row of probabilities [classes] (and what was analysed, if from a file)."""
+        return Prediction(self.classes[int(np.argmax(probs))], {c: float(p) for c, p in zip(self.classes, probs)},
+                          dict(audio or {}))
 
     def classify(self, path: str | Path) -> Prediction:
         """The accent of one audio file (MP3, WAV, FLAC, OGG/Opus; any rate and channels).
@@ -228,7 +231,7 @@ class AccentModel:
         """(path, Prediction or AudioError) per file, in order, as they are done: worker processes
         decode ahead while this one classifies the clips already decoded, a few batches at a time."""
         paths = [Path(p) for p in paths]
-        chunk: list[tuple[Path, np.ndarray | AudioError]] = []
+        chunk: list[tuple[Path, Analysis | AudioError]] = []
         decoded = extract_all([str(p) for p in paths], self.features, workers, one_worker_hint=one_worker_hint)
         for path, result in zip(paths, decoded):
             chunk.append((path, result))
@@ -237,10 +240,10 @@ class AccentModel:
                 chunk = []
         yield from self._flush(chunk)
 
-    def _flush(self, chunk: list[tuple[Path, np.ndarray | AudioError]]) -> Iterator[tuple[Path, Prediction | AudioError]]:
-        probs = iter(self.predict_log_mels([r for _, r in chunk if not isinstance(r, AudioError)]))
+    def _flush(self, chunk: list[tuple[Path, Analysis | AudioError]]) -> Iterator[tuple[Path, Prediction | AudioError]]:
+        probs = iter(self.predict_log_mels([r.frames for _, r in chunk if not isinstance(r, AudioError)]))
         for path, result in chunk:
-            yield path, result if isinstance(result, AudioError) else self.prediction(next(probs))
+            yield path, result if isinstance(result, AudioError) else self.prediction(next(probs), result.about())
 
 
 def load(path: str | Path = MODEL_FILE, device: torch.device | str = "cpu", batch_size: int = 64) -> AccentModel:

@@ -23,16 +23,18 @@ from pipeline.model import AccentModel, ModelFileError, Prediction
 from pipeline.paths import FINAL_MODEL, MODEL_FILE, deployed_model
 from pipeline.runtime import available_cores, resolve_count, select_device
 
-AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus"}
 FEW_FILES = 8  # up to this many files are decoded in this process: a process pool costs more than it saves
 
 
 def collect(inputs: list[str]) -> list[Path]:
-    """Files as given, and audio files found (recursively, sorted) under folders."""
+    """Files as given, and every regular file found (recursively, sorted) under folders, whatever its
+    name: each gets a line, classified or an error saying why not (e.g. a format libsndfile does not
+    read).  Hidden files and folders (.DS_Store, .git) are skipped."""
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            files += sorted(p for p in item.rglob("*") if p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
         else:
             files.append(item)  # a missing file is reported per file, like any unreadable one
     return files
@@ -87,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     files = collect(args.inputs)
     if not files:
-        print(f"error: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {', '.join(args.inputs)}",
-              file=sys.stderr)
+        print(f"error: no files under {', '.join(args.inputs)}", file=sys.stderr)
         return 2
     workers = resolve_count(args.workers)
     if device.type == "cpu":

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pipeline.audio import AudioError, audio_seconds
 from pipeline.commonvoice import SPANISH_PRESETS, read_durations, read_tsv, split_accents
 from pipeline.config import DataConfig, Params
 from pipeline.errors import StageError
@@ -170,15 +170,15 @@ def drop_missing_files(rows: pd.DataFrame, clips_dir: Path, dropped: Counter[str
 
 def clip_seconds(locale_dir: Path, clips: pd.Series) -> pd.Series:
     """Duration of each clip in seconds (NaN where unknown), from clip_durations.tsv when the release
-    has it, else from each file's header (releases before 16.1: slow, but only once)."""
+    has it, else from each file's exact frame count (releases before 16.1: slow, but only once; an
+    MP3's header estimate can be several times off, so MPEG frames are counted)."""
     durations = read_durations(locale_dir)
     if durations is None:
         durations = {}
         for clip in clips:
             try:
-                info = sf.info(str(locale_dir / "clips" / clip))
-                durations[clip] = info.frames / info.samplerate
-            except (sf.LibsndfileError, RuntimeError):
+                durations[clip] = audio_seconds(locale_dir / "clips" / clip)
+            except AudioError:
                 pass
     return clips.map(durations)
 

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import io
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,12 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.audio import AudioError, decode
+from pipeline.audio import AudioError
 from pipeline.errors import StageError
 from pipeline.model import AccentModel, ModelFileError
 from pipeline.paths import FINAL_MODEL, MODEL_FILE, deployed_model
@@ -94,6 +94,19 @@ class Turns:
             self.inside -= 1
 
 
+def validation_detail(errors: list[dict]) -> str:
+    """One line for a request FastAPI could not validate: each field and what was wrong, without the values."""
+    problems = []
+    for error in errors[:5]:
+        field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        if field.startswith("files") and error.get("type") != "missing":
+            problems.append(f"{field}: not a file (each `files` part needs a Content-Disposition with a "
+                            "filename, as `curl -F files=@clip.mp3` sends)")
+        else:
+            problems.append(f"{field}: {str(error.get('msg', 'invalid'))[:100]}")
+    return "request not understood: " + "; ".join(problems)
+
+
 def log_mel_picture(feats: np.ndarray, hop_seconds: float) -> dict:
     """The log-mels as bytes a page can draw: [frames, n_mels] row-major uint8 (0 = `min`, 255 = `max`),
     base64-encoded; about 85 kB for 10 s of 64 mels."""
@@ -119,19 +132,12 @@ class Classifier:
 
     def features(self, name: str, data: bytes) -> tuple[np.ndarray, dict]:
         """One upload's log-mels and what the response says about its audio; AudioError if unusable."""
-        if not data:
-            raise AudioError("empty_audio", f"{name}: empty upload (0 bytes)")
-        clip = decode(io.BytesIO(data), self.extractor.cfg.sample_rate, name, self.max_seconds)
-        try:
-            feats = self.extractor(clip.audio)
-        except AudioError as exc:
-            raise AudioError(exc.reason, f"{name}: {exc}") from None
-        about = {"seconds": round(clip.seconds, 2), "analysed_seconds": round(len(feats) * self.hop_seconds, 2),
-                 "cropped": clip.cropped}
+        clip = self.extractor.analyse(data, name, self.max_seconds)
+        about = clip.about()
         if clip.cropped:
-            about["note"] = (f"longer than the service's {self.max_seconds:g} s limit: only the first "
-                             f"{self.max_seconds:g} s were read")
-        return feats, about
+            about["note"] = (f"{clip.seconds:.1f} s long, over the service's {self.max_seconds:g} s limit: only "
+                             f"the first {self.max_seconds:g} s were read")
+        return clip.frames, about
 
     def __call__(self, uploads: list[tuple[str, bytes]], spectrogram: bool) -> tuple[list[dict], list[dict]]:
         """(results, errors): a result per upload, in order, or the errors of those that failed."""
@@ -161,6 +167,12 @@ def create_app(model_file: str | Path = MODEL_FILE, *, max_upload_mb: float = 20
     app.add_middleware(BodyLimit, limit=int(max_upload_mb * MIB))
     health = {**classifier.health, "limits": {"max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
                                               "concurrency": turns.running, "queue": queue}}
+
+    @app.exception_handler(RequestValidationError)
+    async def request_not_understood(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A short answer naming the fields, never echoing what was sent (FastAPI's default repeats each
+        invalid value: a whole upload for a part without a file name)."""
+        return JSONResponse({"detail": validation_detail(exc.errors())}, 422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:

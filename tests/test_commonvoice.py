@@ -67,3 +67,78 @@ def test_durations_from_clip_durations_tsv(tmp_path):
     write_tsv(tmp_path / "clip_durations.tsv", ["clip", "duration[ms]"], [{"clip": "a.mp3", "duration[ms]": 4250}])
     assert read_durations(tmp_path) == {"a.mp3": 4.25}
     assert read_durations(tmp_path / "nothing") is None
+
+
+# --------------------------------------------------------------------------- damaged TSVs, counted exactly
+def _records(n: int = 20) -> list[list[str]]:
+    """n records of the 16.x columns: path r<i>.mp3, sentence 'Frase <i>.'."""
+    return [[speaker_id(i), f"r{i:02d}.mp3", f"Frase {i}.", "2", "0", "", "", MEXICO, "", "es", ""]
+            for i in range(n)]
+
+
+def _table(records: list[list[str]], eol: str = "\n", final_eol: bool = True, blank_after: tuple = ()) -> str:
+    lines = ["\t".join(HEADER_16)]
+    for i, record in enumerate(records):
+        lines.append("\t".join(record))
+        if i in blank_after:
+            lines.append("")
+    return eol.join(lines) + (eol if final_eol else "")
+
+
+def _damaged(sentence: str | None = None, row: int = 13, **table) -> str:
+    records = _records()
+    if sentence is not None:
+        records[row][2] = sentence
+    return _table(records, **table)
+
+
+# (name, file text, kept, malformed, the damaged row's sentence when it is kept)
+DAMAGED_TSVS = [
+    ("clean", _damaged(), 20, 0, "Frase 13."),
+    ("clean, no final newline", _damaged(final_eol=False), 20, 0, "Frase 13."),
+    ("clean, CRLF", _damaged(eol="\r\n"), 20, 0, "Frase 13."),
+    ("blank lines between rows and at the end", _damaged(blank_after=(3, 19)), 20, 0, "Frase 13."),
+    ("LF inside a sentence (the issue's example)", _damaged("Primera línea\nsegunda línea"), 20, 0,
+     "Primera línea\nsegunda línea"),
+    ("LF inside a sentence, no final newline", _damaged("Primera línea\nsegunda línea", final_eol=False), 20, 0,
+     "Primera línea\nsegunda línea"),
+    ("LF inside the last row's sentence", _damaged("uno\ndos", row=19), 20, 0, "uno\ndos"),
+    ("LF inside the last row's sentence, no final newline", _damaged("uno\ndos", row=19, final_eol=False), 20, 0,
+     "uno\ndos"),
+    ("two LFs inside a sentence", _damaged("uno\ndos\ntres"), 20, 0, "uno\ndos\ntres"),
+    ("an empty line inside a sentence", _damaged("uno\n\ndos"), 20, 0, "uno\n\ndos"),
+    ("CRLF inside a sentence of a CRLF file", _damaged("uno\r\ndos", eol="\r\n"), 20, 0, "uno\ndos"),
+    ("CR alone inside a sentence", _damaged("uno\rdos"), 20, 0, "uno\rdos"),
+    ("U+2028 and U+0085 inside a sentence", _damaged("uno\u2028dos\x85tres"), 20, 0, "uno\u2028dos\x85tres"),
+    ("LF at the end of a sentence", _damaged("uno\n"), 20, 0, "uno\n"),
+    ("TAB inside a sentence, no final newline (the issue's example)",
+     _damaged("uno\tdos", final_eol=False), 19, 1, None),
+    ("TAB inside a sentence", _damaged("uno\tdos"), 19, 1, None),
+    ("TAB and LF inside a sentence", _damaged("uno\tdos\ntres"), 19, 1, None),
+    ("TAB inside the last sentence, CRLF, blank lines", _damaged("a\tb", row=19, eol="\r\n", blank_after=(2,)),
+     19, 1, None),
+]
+
+
+@pytest.mark.parametrize("name, text, kept, malformed, sentence", DAMAGED_TSVS, ids=[d[0] for d in DAMAGED_TSVS])
+def test_every_record_of_a_damaged_tsv_is_kept_or_counted_once(tmp_path, name, text, kept, malformed, sentence):
+    path = tmp_path / "validated.tsv"
+    path.write_bytes(text.encode("utf-8"))
+    frame, bad = read_tsv(path)
+    assert (len(frame), bad) == (kept, malformed)
+    assert len(frame) + bad == 20
+    assert frame["path"].is_unique and set(frame["path"]) <= {f"r{i:02d}.mp3" for i in range(20)}
+    assert (frame["client_id"].str.len() == 128).all()  # no sentence tail became a row
+    damaged = frame[frame["path"] == ("r19.mp3" if "last" in name else "r13.mp3")]
+    if sentence is None:
+        assert damaged.empty
+    else:
+        assert damaged["sentence"].tolist() == [sentence] and damaged["accents"].tolist() == [MEXICO]
+
+
+def test_a_truncated_last_record_is_one_malformed_row(tmp_path):
+    path = tmp_path / "validated.tsv"
+    text = _table(_records())
+    path.write_text(text[: text.rindex(MEXICO)], encoding="utf-8")  # cut inside the last record
+    frame, bad = read_tsv(path)
+    assert (len(frame), bad) == (19, 1)

@@ -112,3 +112,25 @@ def test_classes_that_pandas_would_read_as_missing(names, tmp_path, capsys):
     with h5py.File(tmp_path / "f.h5") as h5:
         assert json.loads(h5.attrs["classes"]) == sorted(names)
         assert np.bincount(h5["train/labels"][()]).tolist() == [2, 2]
+
+
+def test_a_cache_another_process_writes_is_reported_as_locked_not_damaged(cache, tmp_path, capsys):
+    import shutil
+    import subprocess
+    import sys
+
+    held = tmp_path / "features.h5"
+    shutil.copy(cache, held)
+    writer = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a'); "
+                               "print('open', flush=True); time.sleep(60)", str(held)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        p = params_file(tmp_path, **TINY)
+        code = train.main(["--params", str(p), "--cache", str(held), "--out", str(tmp_path / "m.pt"),
+                           "--metrics", str(tmp_path / "t.json"), "--live", str(tmp_path / "live")])
+    finally:
+        writer.kill()
+        writer.wait()
+    err = one_line_error(capsys, code, 2, "features.h5: locked, another process has it open for writing")
+    assert "rebuild" not in err

@@ -81,14 +81,21 @@ def test_corrupt_empty_and_missing_clips_are_skipped_and_counted(tmp_path):
                         for n in ("corrupt.mp3", "empty.wav", "missing.mp3", "silent.wav")])
     metrics = build_cache(pd.concat([frame, bad]), params(**{"features.max_failed_fraction": 0.2}).features,
                           tmp_path / "f.h5", 2)
-    assert metrics["failed"] == {"missing_file": 1, "unreadable_audio": 1, "empty_audio": 1, "silent_audio": 1}
+    assert metrics["failed"] == {"missing_file": 1, "unsupported_format": 0, "unreadable_audio": 1, "empty_audio": 1,
+                                 "too_short": 0, "silent_audio": 1}
     assert sum(metrics["clips"].values()) == len(frame)
+    assert metrics["failed_clips"] == {"missing_file": ["missing.mp3"], "unreadable_audio": ["corrupt.mp3"],
+                                       "empty_audio": ["empty.wav"], "silent_audio": ["silent.wav"]}
 
 
 def test_too_many_failures_stop_the_stage_and_leave_no_output(tmp_path):
     frame = manifest(tmp_path, BASIC)
     frame.loc[1:2, "audio_path"] = str(tmp_path / "missing.mp3")
-    with pytest.raises(StageError, match=r"2 of 5 clips failed .* more than features.max_failed_fraction=0.05"):
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    frame.loc[3, "audio_path"] = str(tmp_path / "silent.wav")
+    with pytest.raises(StageError, match=r"3 of 5 clips failed \(missing_file 2, silent_audio 1\), more than "
+                                         r"features.max_failed_fraction=0.05; e.g. .*missing.mp3: no such file; "
+                                         r".*missing.mp3: no such file; .*silent.wav: no sound"):
         build_cache(frame, params().features, tmp_path / "f.h5", 1)
     assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".f.h5*")) == []
 

@@ -115,7 +115,7 @@ def test_a_text_file_shows_an_error_naming_it(browser, tmp_path):
     browser.find_element(By.ID, "file-input").send_keys(str(notes))
     error = browser.find_element(By.ID, "error")
     WebDriverWait(browser, WAIT).until(lambda d: error.is_displayed())
-    assert "notes.txt" in error.text and "not readable as audio" in error.text
+    assert "notes.txt" in error.text and "not an audio format acento reads" in error.text
 
 
 def test_recording_from_the_microphone_gets_a_prediction(browser, tmp_path):

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_bad_files_are_reported_while_others_succeed(cache, trained_model, tmp_p
 def test_table_with_top_k_and_folders(cache, trained_model, tmp_path, capsys):
     for i in range(12):  # enough files for the decoding process pool
         sf.write(tmp_path / f"clip{i}.flac", tone(0.8, rate=44100, freq=300 + 40 * i, seed=i), 44100)
-    (tmp_path / "notes.txt").write_text("not audio, not listed")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: not listed
     code, out, _ = run(capsys, "--model", trained_model, "--top", 1, "--workers", 2, tmp_path)
     lines = out.splitlines()
     assert code == 0 and lines[0] == "file\tlabel\tprobabilities" and len(lines) == 13
@@ -76,3 +77,28 @@ def test_predicting_imports_only_what_it_needs_and_no_stage_imports_librosa():
     assert "torch" in predict and not predict & set(HEAVY)
     assert "fastapi" in serve and not serve & set(HEAVY)
     assert "pandas" in features and not features & {"librosa", "scipy", "numba"}
+
+
+def test_every_file_in_a_folder_gets_a_line_whatever_its_name(cache, trained_model, tmp_path, capsys):
+    from tests.test_decode import TITLE, id3_tag, mp3_bytes
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    sf.write(folder / "a.aiff", tone(1.0, rate=22050, freq=300), 22050, format="AIFF")
+    (folder / "b.MP3").write_bytes(mp3_bytes(1.5))
+    (folder / "c.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00isomiso2" + bytes(range(256)) * 20)
+    (folder / "d.webm").write_bytes(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01webm" + bytes(range(256)) * 20)
+    (folder / "e.mp3").write_bytes(id3_tag(TITLE))  # a tag and no audio
+    (folder / "f.wav").write_bytes(b"")
+    sf.write(folder / "g.wav", tone(0.015, rate=16000) * 3, 16000)  # a loud 15 ms tone
+    sf.write(folder / "h.flac", np.full(16000, 0.2, np.float32), 16000)  # a DC offset: nothing to hear
+    code, out, err = run(capsys, "--model", trained_model, "--json", folder)
+    results = {Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    assert sorted(results) == ["a.aiff", "b.MP3", "c.m4a", "d.webm", "e.mp3", "f.wav", "g.wav", "h.flac"]
+    assert results["a.aiff"]["label"] in ("high", "low") and results["b.MP3"]["label"] in ("high", "low")
+    assert results["b.MP3"]["seconds"] == pytest.approx(1.5, abs=0.03) and not results["b.MP3"]["cropped"]
+    reasons = {name: r["error"].split(":")[0] for name, r in results.items() if "error" in r}
+    assert reasons == {"c.m4a": "unsupported_format", "d.webm": "unsupported_format", "e.mp3": "empty_audio",
+                       "f.wav": "empty_audio", "g.wav": "too_short", "h.flac": "silent_audio"}
+    assert all(name in results[name]["error"] for name in reasons)
+    assert code == 1 and "6 of 8 file(s) could not be classified" in err

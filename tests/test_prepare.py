@@ -142,3 +142,27 @@ def test_folds_are_speaker_disjoint_and_cover_every_labelled_speaker_once(tmp_pa
         tests.append(by_split["test"])
     assert sum(len(t) for t in tests) == len(everyone) and set().union(*tests) == everyone
     assert len(everyone) == 20
+
+
+@pytest.mark.parametrize("sentence, kept, malformed", [("Primera línea\nsegunda línea", 20, 0), ("uno\tdos", 19, 1)])
+def test_a_line_feed_or_tab_in_a_sentence_neither_invents_nor_loses_a_row(tmp_path, sentence, kept, malformed):
+    rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)  # 20 rows, all usable
+    rows[13]["sentence"] = sentence
+    frame, metrics = run(tmp_path, rows, **SINGLE_SPLIT)
+    assert len(frame) == kept and metrics["dropped"]["malformed_row"] == malformed
+    assert len(frame) + sum(metrics["dropped"].values()) == 20  # no invented no_accent row
+
+
+def test_without_clip_durations_vbr_mp3_lengths_are_counted_not_estimated(tmp_path):
+    """MP3s without a Xing header (as `lame -t` writes them): libsndfile's estimate is several times off;
+    prepare counts the frames, so 4 s clips are kept under data.max_seconds 5 and above min_seconds 3."""
+    from tests.test_decode import mp3_bytes, without_length_tag
+
+    rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)
+    locale = make_release(tmp_path, rows, audio=False, durations=False)
+    for i, row in enumerate(rows):
+        (locale / "clips" / row["path"]).write_bytes(without_length_tag(mp3_bytes(4.0, seed=i)))
+    frame, metrics = prepare(params(**{"data.classes": TWO_CLASSES, "data.min_seconds": 3.0,
+                                       "data.max_seconds": 5.0, **SINGLE_SPLIT}).data, locale)
+    assert len(frame) == len(rows) and not metrics["dropped"]["too_short"] + metrics["dropped"]["too_long"]
+    assert frame["duration"].tolist() == pytest.approx([4.0] * len(rows), abs=0.06)

@@ -80,7 +80,7 @@ def test_a_clip_over_the_length_limit_is_cropped_and_the_response_says_so(traine
 
 @pytest.mark.parametrize("name, data, reason", [
     ("garbage.mp3", b"\xff\xfb" + b"garbage" * 100, "unreadable_audio"),
-    ("notes.txt", "Hola, ¿qué tal?\n".encode() * 20, "unreadable_audio"),
+    ("notes.txt", "Hola, ¿qué tal?\n".encode() * 20, "unsupported_format"),
     ("empty.wav", b"", "empty_audio"),
     ("silence.wav", wav_bytes(1.0, level=0.0), "silent_audio"),
 ])
@@ -147,3 +147,43 @@ def test_a_missing_model_file_is_one_line_and_status_2(tmp_path, capsys):
     assert serve.main(["--model", str(tmp_path / "none.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no such model file" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("disposition", ['form-data; name="files"', "form-data; name=\"files\"; filename*=UTF-8''a%C3%B1o.wav"],
+                         ids=["no filename", "only filename*"])
+def test_a_malformed_part_gets_a_short_422_that_does_not_echo_the_upload(client, disposition):
+    data = wav_bytes(10.0)  # 320 kB
+    boundary = "acentoboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: audio/wav\r\n\r\n".encode()
+            + data + f"\r\n--{boundary}--\r\n".encode())
+    response = client.post("/predict", content=body,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 422
+    assert len(response.content) < 1000
+    detail = response.json()["detail"]
+    assert "files" in detail and "filename" in detail
+
+
+def test_a_request_without_files_gets_a_short_422_naming_the_field(client):
+    response = client.post("/predict", data={"other": "x" * 5000})
+    assert response.status_code == 422 and len(response.content) < 1000 and "files" in response.json()["detail"]
+
+
+def test_the_service_decodes_what_predict_decodes_junk_first_or_vbr_without_xing(client, trained_model, tmp_path,
+                                                                                 capsys):
+    from tests.test_decode import mp3_bytes, without_length_tag
+
+    junk = b"\x00" * 4096 + mp3_bytes(4.0)
+    vbr = without_length_tag(mp3_bytes(6.0, seed=3))
+    response = client.post("/predict", files=upload(("junk.mp3", junk), ("junk.wav", junk), ("vbr.mp3", vbr)))
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["seconds"] for r in results] == pytest.approx([4.0, 4.0, 6.0], abs=0.06)
+    assert not any(r["cropped"] for r in results)
+    (tmp_path / "junk.wav").write_bytes(junk)
+    (tmp_path / "vbr.mp3").write_bytes(vbr)
+    assert predict_main(["--model-file", str(trained_model), "--json", str(tmp_path / "junk.wav"),
+                         str(tmp_path / "vbr.mp3")]) == 0
+    from_cli = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["probs"] for r in from_cli] == [r["probs"] for r in results[1:]]
+    assert [r["seconds"] for r in from_cli] == [r["seconds"] for r in results[1:]]
