@@ -1,5 +1,5 @@
-"""Benchmarks (`make bench`): feature extraction, cache reads, training, prediction, the command
-line's start-up and the service under load.
+"""Benchmarks (`make bench`): feature extraction, cache reads, training (and its recurrent layers on
+packed against padded batches), prediction, the command line's start-up and the service under load.
 
 Everything runs on the bundled sample, extracted into a scratch folder, and the results go to
 `bench/results.md` and `bench/results.json` with a description of the machine.  Timings belong
@@ -267,10 +267,11 @@ def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats:
     backward, optimiser) with the recurrent layers on packed sequences (the path before issue 21) and
     on the exact padded run (`network.run_padded`), beside the bare RNN floor (`rnn_floor`).
 
-    The default network (params.yaml) on `clips` training clips for batch 16/32/64 and 1/2 torch
-    threads; each original preset (`network.PRESETS`) on `preset_clips` clips at the default batch
-    size and threads.  Each figure is the median of `repeats` epochs over the same clips, the paths
-    alternated so both see the same load on the machine, after one warm-up epoch each."""
+    The default network (params.yaml) on `clips` training clips for batch 16/32/64 with 1 torch
+    thread, and on a quarter of them with 2 threads (slow on a shared 2-core machine); each original
+    preset (`network.PRESETS`) on `preset_clips` clips at the default batch size and threads.  Each figure is the median of `repeats` epochs over the same clips, the paths
+    alternated so both see the same load on the machine, after one warm-up epoch each; the floor
+    is timed after the epochs (not alternated), on uncropped clips."""
     from pipeline.cache import SplitData
     from pipeline.network import PRESETS
     from pipeline.train import Trainer
@@ -281,7 +282,7 @@ def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats:
     cases += [(name, preset, params.train.batch_size, params.runtime.num_threads) for name, preset in PRESETS.items()]
     rows, load_before = [], os.getloadavg()
     for name, preset, batch, threads in cases:
-        n = min(len(full), clips if name == "default" else preset_clips)
+        n = min(len(full), (clips if threads == 1 else clips // 4) if name == "default" else preset_clips)
         index = np.sort(rng.choice(len(full), n, replace=False))
         for cell in ("lstm", "gru"):
             p = with_changes(params, rnn=preset, train={"batch_size": batch}, runtime={"num_threads": threads,
@@ -529,12 +530,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="service load test: stop after this many seconds (default: 180)")
     parser.add_argument("--cache", type=Path, help="training and recurrent benchmarks: this feature cache "
                         "(e.g. data/features/features.h5) instead of one built from the sample")
-    parser.add_argument("--recurrent-clips", type=int, default=512,
-                        help="recurrent benchmark: training clips per epoch, default network (default: 512)")
-    parser.add_argument("--preset-clips", type=int, default=64,
+    parser.add_argument("--recurrent-clips", type=int, default=256,
+                        help="recurrent benchmark: training clips per epoch, default network (default: 256)")
+    parser.add_argument("--preset-clips", type=int, default=48,
                         help="recurrent benchmark: training clips per epoch, each preset (default: 64)")
-    parser.add_argument("--recurrent-repeats", type=int, default=3,
-                        help="recurrent benchmark: epochs timed per figure, median (default: 3)")
+    parser.add_argument("--recurrent-repeats", type=int, default=2,
+                        help="recurrent benchmark: epochs timed per figure, median (default: 2)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for results.md/.json (default: bench)")
     args = parser.parse_args(argv)
     params = load_params()
