@@ -30,7 +30,7 @@ test: $(STAMP)  ## run the whole test suite (unit and end-to-end)
 test-fast: $(STAMP)  ## unit tests only (skips the end-to-end DVC run)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e"
 
-bench: $(STAMP)  ## benchmarks: features, training, prediction, CLI start-up, service load; bench/results.md
+bench: $(STAMP)  ## benchmarks: features, training (packed vs padded RNN), prediction, CLI start-up, service load; bench/results.md
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.bench
 
 compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset): reports/compare.{md,json,png}

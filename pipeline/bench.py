@@ -1,5 +1,5 @@
-"""Benchmarks (`make bench`): feature extraction, cache reads, training, prediction, the command
-line's start-up and the service under load.
+"""Benchmarks (`make bench`): feature extraction, cache reads, training (and its recurrent layers on
+packed against padded batches), prediction, the command line's start-up and the service under load.
 
 Everything runs on the bundled sample, extracted into a scratch folder, and the results go to
 `bench/results.md` and `bench/results.json` with a description of the machine.  Timings belong
@@ -41,7 +41,7 @@ from pipeline.runtime import available_cores, resolve_count
 from pipeline.stage import atomic_path, write_json
 
 SAMPLE = Path("data/sample/cv-corpus-sample-es.tar.gz")
-SECTIONS = ("features", "training", "predict", "cli", "service", "lazy")
+SECTIONS = ("features", "training", "recurrent", "predict", "cli", "service", "lazy")
 
 
 def machine() -> dict:
@@ -211,9 +211,7 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
     results = {}
     test = SplitData(cache, "test")
     for name, change in variants.items():
-        p = params
-        for section, values in change.items():
-            p = dataclasses.replace(p, **{section: dataclasses.replace(getattr(p, section), **values)})
+        p = with_changes(params, **change)
         if not full:
             p = dataclasses.replace(p, train=dataclasses.replace(p.train, epochs=2))
         out = scratch / "model.pt"
@@ -225,6 +223,104 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
                          "epochs": metrics["epochs_run"], **({"test_accuracy": scores["accuracy"],
                                                               "test_macro_f1": scores["macro_f1"]} if full else {})}
     return results
+
+
+def subset(data, index: np.ndarray):
+    """A view of SplitData `data` holding only the clips at `index` (frames shared, tables sliced)."""
+    import copy
+
+    part = copy.copy(data)
+    for name in ("offsets", "lengths", "labels", "speakers", "clips"):
+        setattr(part, name, getattr(data, name)[index])
+    return part
+
+
+def with_changes(params, **sections):
+    """`params` with some fields of some sections replaced: with_changes(p, rnn={"hidden_size": 8})."""
+    for section, values in sections.items():
+        params = dataclasses.replace(params, **{section: dataclasses.replace(getattr(params, section), **values)})
+    return params
+
+
+def rnn_floor(model, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> float:
+    """Seconds of a bare forward + backward of the model's recurrent layer alone (a fresh nn.LSTM/GRU
+    of the same sizes, dense input) over bucketed batches of `lengths` at the RNN's frame rate: the
+    floor no training step can beat.  The lengths are uncropped and unaugmented."""
+    from pipeline.data import bucketed_batches
+
+    rnn = type(model.rnn)(model.rnn.input_size, model.rnn.hidden_size, num_layers=model.rnn.num_layers,
+                          batch_first=True, bidirectional=model.rnn.bidirectional)
+    steps = model.frontend.out_lengths(torch.from_numpy(lengths)).numpy() if model.frontend else lengths
+    start = time.perf_counter()
+    for index in bucketed_batches(steps, batch_size, rng):
+        out, _ = rnn(torch.randn(len(index), int(steps[index].max()), rnn.input_size))
+        out.sum().backward()
+    return time.perf_counter() - start
+
+
+def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats: int) -> dict:
+    """Training clips/s of the project's Trainer (`train_one_epoch`: batching, augmentation, forward,
+    backward, optimiser) with the recurrent layers on packed sequences (the path before issue 21) and
+    on the exact padded run (`network.run_padded`), beside the bare RNN floor (`rnn_floor`).
+
+    The default network (params.yaml) on `clips` training clips for batch 16/32/64 with 1 torch
+    thread, and on a quarter of them with 2 threads (slow on a shared 2-core machine); each original
+    preset (`config.PRESETS`) on `preset_clips` clips at the default batch size and threads.  Each figure is
+    the median of `repeats` epochs over the same clips, the paths alternated so both see the same load on
+    the machine, after one warm-up epoch each; the floor
+    is timed after the epochs (not alternated), on uncropped clips."""
+    from pipeline.cache import SplitData
+    from pipeline.config import CELLS, PRESETS
+    from pipeline.train import Trainer
+
+    full = SplitData(cache, "train")
+    rng = np.random.default_rng(0)
+    cases = [("default", {}, batch, threads) for threads in (1, 2) for batch in (16, 32, 64)]
+    cases += [(name, preset, params.train.batch_size, params.runtime.num_threads) for name, preset in PRESETS.items()]
+    rows, load_before = [], os.getloadavg()
+    for name, preset, batch, threads in cases:
+        n = min(len(full), (clips if threads == 1 else clips // 4) if name == "default" else preset_clips)
+        index = np.sort(rng.choice(len(full), n, replace=False))
+        for cell in CELLS:
+            p = with_changes(params, rnn=preset, train={"batch_size": batch}, runtime={"num_threads": threads,
+                                                                                       "device": "cpu"})
+            p = dataclasses.replace(p, model=cell)
+            trainers = {}
+            for path in ("packed", "padded"):
+                trainers[path] = Trainer(p, cache)
+                trainers[path].train_data = subset(trainers[path].train_data, index)
+                trainers[path].model.recurrent_path = path
+            seconds: dict[str, list[float]] = {path: [] for path in trainers}
+            for epoch in range(repeats + 1):
+                for path, trainer in trainers.items():
+                    start = time.perf_counter()
+                    trainer.train_one_epoch(epoch + 1)
+                    if epoch:  # the first epoch is the warm-up
+                        seconds[path].append(time.perf_counter() - start)
+            floor = statistics.median(rnn_floor(trainers["padded"].model, full.lengths[index], batch,
+                                                np.random.default_rng(r)) for r in range(repeats))
+            rate = {path: round(n / statistics.median(s), 1) for path, s in seconds.items()}
+            rows.append({"network": name, "cell": cell, "batch_size": batch, "threads": threads, "clips": n,
+                         "packed_clips_per_second": rate["packed"], "padded_clips_per_second": rate["padded"],
+                         "padded_vs_packed": round(rate["padded"] / rate["packed"], 2),
+                         "bare_rnn_floor_clips_per_second": round(n / floor, 1)})
+            print(f"  {name:8s} {cell} batch {batch:2d} threads {threads}: packed {rate['packed']:7.1f}  padded "
+                  f"{rate['padded']:7.1f} clips/s (x{rows[-1]['padded_vs_packed']}), bare RNN floor "
+                  f"{rows[-1]['bare_rnn_floor_clips_per_second']}", flush=True)
+    return {"repeats": repeats, "load_average_1_5_15_min": {"before": [round(v, 2) for v in load_before],
+                                                             "after": [round(v, 2) for v in os.getloadavg()]},
+            "rows": rows}
+
+
+def recurrent_table(section: dict) -> list[str]:
+    """The recurrent section as a Markdown table."""
+    lines = ["| network | cell | batch | threads | clips | packed clips/s | padded clips/s | padded / packed | "
+             "bare RNN floor clips/s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in section["rows"]:
+        lines.append(f"| {r['network']} | {r['cell']} | {r['batch_size']} | {r['threads']} | {r['clips']} | "
+                     f"{r['packed_clips_per_second']} | {r['padded_clips_per_second']} | {r['padded_vs_packed']}x | "
+                     f"{r['bare_rnn_floor_clips_per_second']} |")
+    return lines
 
 
 def five_second_clip(manifest: pd.DataFrame, scratch: Path) -> Path:
@@ -407,6 +503,10 @@ def write_report(results: dict, out: Path) -> None:
     write_json(out / BENCH_JSON.name, results)
     lines = ["# acento benchmarks", "", "Written by `make bench` (`python -m pipeline.bench`).", "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in results["machine"].items()]
+    if "recurrent" in results:
+        lines += ["", "## recurrent (training clips/s: packed sequences before, exact padded run after)", "",
+                  *recurrent_table(results["recurrent"]), "", "```json",
+                  json.dumps({k: v for k, v in results["recurrent"].items() if k != "rows"}, indent=2), "```"]
     for section in ("features", "training", "predict", "cli", "service", "lazy_read"):
         if section in results:
             lines += ["", f"## {section}", "", "```json", json.dumps(results[section], indent=2), "```"]
@@ -425,6 +525,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500, help="service load test: requests (default: 500)")
     parser.add_argument("--time-limit", type=float, default=180,
                         help="service load test: stop after this many seconds (default: 180)")
+    parser.add_argument("--cache", type=Path, help="training and recurrent benchmarks: this feature cache "
+                        "(e.g. data/features/features.h5) instead of one built from the sample")
+    parser.add_argument("--recurrent-clips", type=int, default=256,
+                        help="recurrent benchmark: training clips per epoch, default network (default: 256)")
+    parser.add_argument("--preset-clips", type=int, default=48,
+                        help="recurrent benchmark: training clips per epoch, each preset (default: %(default)s)")
+    parser.add_argument("--recurrent-repeats", type=int, default=2,
+                        help="recurrent benchmark: epochs timed per figure, median (default: 2)")
     parser.add_argument("--out", type=Path, default=BENCH_REPORT.parent,
                         help=f"folder for {BENCH_REPORT.name} and {BENCH_JSON.name} (default: {BENCH_REPORT.parent})")
     args = parser.parse_args(argv)
@@ -439,8 +547,14 @@ def main(argv: list[str] | None = None) -> int:
         if "features" in args.only:
             print("benchmarking features ...", flush=True)
             results["features"] = bench_features(manifest, params, scratch, args.repeat)
-        cache = scratch / "cache.h5"
-        build_cache(manifest, params.features, cache, resolve_count(0))
+        cache = args.cache or scratch / "cache.h5"
+        if args.cache is None:
+            build_cache(manifest, params.features, cache, resolve_count(0))
+        if "recurrent" in args.only:
+            print("benchmarking the recurrent layers in training (packed against padded) ...", flush=True)
+            results["recurrent"] = bench_recurrent(cache, params, 128 if args.quick else args.recurrent_clips,
+                                                   32 if args.quick else args.preset_clips,
+                                                   1 if args.quick else args.recurrent_repeats)
         if "training" in args.only:
             print("benchmarking training ...", flush=True)
             results["training"] = bench_training(cache, params, scratch, not args.quick)

@@ -2,7 +2,8 @@
 
 Everything but the cell is shared, so `model=lstm` against `model=gru` compares the cells and
 nothing else.  Padding never leaks into a prediction: the conv front-end re-zeroes frames past
-each clip's end after every layer, the RNN runs on packed sequences, and every pooling looks only at
+each clip's end after every layer, the RNN's backward direction starts at each clip's last real
+frame (packed sequences, or the exact padded run of `run_padded`), and every pooling looks only at
 real frames ("last" means the last real frame, not the last padded step).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+from torch import _VF, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.config import RNNConfig
@@ -20,6 +21,82 @@ from pipeline.config import RNNConfig
 def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     """[batch, steps] True on real frames."""
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def recurrent_path(device: torch.device) -> str:
+    """How the recurrent layers run on `device`: the one place this is decided.
+
+    "padded" on the CPU: PyTorch's CPU LSTM runs on oneDNN kernels only for dense input, and the
+    CPU GRU's dense path is faster too; a packed sequence falls to a slower path (measured in
+    training, bench/results.md "recurrent": default network 2.2x the clips/s for the LSTM, 1.2x for
+    the GRU; the original presets 7.6-8.5x and 2.5-2.7x).  "packed" on CUDA, where cuDNN runs packed
+    sequences natively (not measured: no GPU has run this project yet)."""
+    return "packed" if torch.device(device).type == "cuda" else "padded"
+
+
+def run_packed(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The reference path: `rnn` (batch_first) over packed sequences.
+
+    x: [batch, steps, features] padded; lengths: [batch] real steps, each in 1..steps.
+    Returns [batch, max(lengths), directions * hidden], zeros past each clip's end."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True)
+    return out
+
+
+def reversal_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """[batch, steps] time index that reverses each clip within its length and leaves the steps
+    past its end in place; applied twice it is the identity."""
+    t = torch.arange(steps, device=lengths.device)[None, :]
+    last = lengths[:, None] - 1
+    return torch.where(t <= last, last - t, t)
+
+
+def _reverse(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[2]))
+
+
+def run_padded(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """`rnn` over the dense padded batch, exactly as over packed sequences (`run_packed`), so that
+    the CPU's fast dense kernels run (oneDNN for the LSTM).
+
+    Layer by layer and direction by direction, with the module's own weights (`weight_ih_l{k}`,
+    `weight_ih_l{k}_reverse`, ...; its state_dict is unchanged) through `torch._VF.lstm`/`gru`, the
+    kernels `nn.LSTM`/`nn.GRU` themselves call.  The forward direction is exact as it is: padding
+    trails, and what it computes past a clip's end is discarded.  The backward direction reads each
+    clip reversed within its length (`reversal_index`), so it starts at the clip's last real frame;
+    its output is reversed back.  Dropout between layers as `nn.LSTM` applies it (training only,
+    on each layer's output but the last's).
+
+    x: [batch, steps, features] padded; lengths: [batch] real steps, each in 1..steps.
+    Returns [batch, max(lengths), directions * hidden], zeros past each clip's end."""
+    if getattr(rnn, "proj_size", 0):
+        raise ValueError("run_padded: LSTM projections (proj_size > 0) are not supported; use run_packed")
+    lengths = lengths.to(x.device)
+    x = x[:, :int(lengths.max())]
+    batch, steps = x.shape[:2]
+    index = reversal_index(lengths, steps)
+    kernel = _VF.lstm if isinstance(rnn, nn.LSTM) else _VF.gru
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if rnn.bias else ("weight_ih", "weight_hh")
+    for layer in range(rnn.num_layers):
+        if layer > 0 and rnn.dropout > 0 and rnn.training:
+            x = nn.functional.dropout(x, rnn.dropout, training=True)
+        outputs = []
+        for suffix in ("", "_reverse")[:2 if rnn.bidirectional else 1]:
+            weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+            h0 = x.new_zeros(1, batch, rnn.hidden_size)
+            hx = (h0, h0) if isinstance(rnn, nn.LSTM) else h0
+            if suffix:
+                out = _reverse(kernel(_reverse(x, index), hx, weights, rnn.bias, 1, 0.0, rnn.training, False,
+                                      True)[0], index)
+            else:
+                out = kernel(x, hx, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
+            outputs.append(out)
+        x = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+    return x * valid_mask(lengths, steps)[..., None].to(x.dtype)
+
+
+RECURRENT_PATHS = {"packed": run_packed, "padded": run_padded}
 
 
 class ConvFrontend(nn.Module):
@@ -80,6 +157,8 @@ class AccentClassifier(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, n_classes))
         self.head = nn.Sequential(*layers)
+        # None: `recurrent_path` of the input's device decides; "packed"/"padded" force one (tests, bench).
+        self.recurrent_path: str | None = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: [batch, time, n_mels] padded; lengths: [batch] real frames. Returns logits [batch, classes]."""
@@ -90,17 +169,17 @@ class AccentClassifier(nn.Module):
         speaker adversary tries to identify the speaker from)."""
         if self.frontend is not None:
             x, lengths = self.frontend(x, lengths)
-        lengths = lengths.cpu().clamp(min=1)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, hidden = self.rnn(packed)
+        lengths = lengths.to(x.device).clamp(min=1)
+        out = RECURRENT_PATHS[self.recurrent_path or recurrent_path(x.device)](self.rnn, x, lengths)
         if self.cfg.pooling == "last":
-            h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*dirs, batch, hidden]
-            # Forward direction's state after the last real frame (+ backward's after the first).
-            pooled = torch.cat([h[-2], h[-1]], dim=1) if self.cfg.bidirectional else h[-1]
+            # The forward direction's state at the last real frame (+ the backward's at the first).
+            pooled = out[torch.arange(len(out), device=out.device), lengths - 1]
+            if self.cfg.bidirectional:
+                hidden = self.cfg.hidden_size
+                pooled = torch.cat([pooled[:, :hidden], out[:, 0, hidden:]], dim=1)
         else:
-            out, _ = pad_packed_sequence(out, batch_first=True)
-            mask = valid_mask(lengths.to(out.device), out.shape[1])
-            n = lengths.to(out.device, out.dtype)[:, None]
+            mask = valid_mask(lengths, out.shape[1])
+            n = lengths.to(out.dtype)[:, None]
             if self.cfg.pooling == "max":  # a unit that fires on one short segment keeps its peak
                 pooled = out.masked_fill(~mask[..., None], float("-inf")).amax(1)
             elif self.cfg.pooling in ("mean", "stats"):

@@ -8,7 +8,7 @@ import torch
 from pipeline.config import PRESETS, NormaliseConfig
 from pipeline.data import Normaliser
 from pipeline.model import AccentModel, ModelFileError
-from pipeline.network import AccentClassifier, ConvFrontend
+from pipeline.network import AccentClassifier, ConvFrontend, recurrent_path, reversal_index, run_packed, run_padded
 from tests.helpers import params
 
 SMALL = dataclasses.replace(params().rnn, hidden_size=16, num_layers=2, bidirectional=True, dropout=0.0,
@@ -21,11 +21,13 @@ def model(cell="gru", **changes):
     return AccentClassifier(n_mels=10, n_classes=3, cell=cell, cfg=dataclasses.replace(SMALL, **changes)).eval()
 
 
+@pytest.mark.parametrize("path", ["packed", "padded"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("pooling", ["last", "mean", "attention", "stats", "max"])
 @pytest.mark.parametrize("frontend, bidirectional", [("none", False), ("none", True), ("conv", True)])
-def test_padding_changes_nothing(cell, pooling, frontend, bidirectional):
+def test_padding_changes_nothing(cell, pooling, frontend, bidirectional, path):
     m = model(cell, pooling=pooling, frontend=frontend, bidirectional=bidirectional)
+    m.recurrent_path = path
     short = torch.randn(1, 23, 10)
     alone = m(short, torch.tensor([23]))
     padded = torch.cat([short, torch.randn(1, 17, 10) * 100], dim=1)  # garbage, not zeros, past the end
@@ -98,3 +100,97 @@ def test_max_pooling_is_each_units_peak_over_real_frames():
         pooled = m.pool(torch.cat([padded, torch.randn(1, 20, 10)]), torch.tensor([12, 20]))
     torch.testing.assert_close(pooled[0], out[0].amax(0), rtol=1e-5, atol=1e-5)
     assert m.pooled_size == 2 * 16
+
+
+def test_reversal_index_reverses_each_clip_within_its_length():
+    index = reversal_index(torch.tensor([3, 1, 4]), 4)
+    assert index.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [3, 2, 1, 0]]
+
+
+def test_recurrent_path_is_padded_on_the_cpu_and_packed_on_cuda():
+    assert recurrent_path(torch.device("cpu")) == "padded"
+    assert recurrent_path(torch.device("cuda")) == "packed"
+    assert model().recurrent_path is None  # the device decides unless a caller forces a path
+
+
+def forward_backward(m, x, lengths, path):
+    """Pooled vector and the gradients of a fixed linear function of it (every parameter and the input)."""
+    m.recurrent_path = path
+    m.zero_grad()
+    x = x.clone().requires_grad_(True)
+    pooled = m.pool(x, lengths)
+    (pooled * torch.linspace(-1, 1, pooled.numel()).reshape(pooled.shape)).sum().backward()
+    grads = {name: p.grad.clone() for name, p in m.named_parameters() if p.grad is not None}
+    return pooled.detach(), grads, x.grad
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention", "stats", "max"])
+def test_padded_run_equals_the_packed_run_with_gradients(cell, num_layers, bidirectional, pooling):
+    m = model(cell, pooling=pooling, frontend="none", num_layers=num_layers, bidirectional=bidirectional).train()
+    lengths = torch.tensor([7, 19, 1, 12])
+    padding = ~valid_mask_3d(lengths, 23).expand(4, 23, 10)
+    x = torch.randn(4, 23, 10)
+    x[padding] *= 30  # garbage, not zeros, past each end
+    packed, packed_grads, packed_x = forward_backward(m, x, lengths, "packed")
+    padded, padded_grads, padded_x = forward_backward(m, x, lengths, "padded")
+    torch.testing.assert_close(padded, packed, rtol=1e-5, atol=1e-5)
+    assert padded_grads.keys() == packed_grads.keys() and any("reverse" in k for k in packed_grads) == bidirectional
+    for name in packed_grads:
+        torch.testing.assert_close(padded_grads[name], packed_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(padded_x, packed_x, rtol=1e-4, atol=1e-5)
+    assert padded_x[padding].abs().max() == 0  # padding gets no gradient
+
+
+def valid_mask_3d(lengths, steps):
+    return (torch.arange(steps)[None, :] < lengths[:, None])[..., None]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padded_run_drops_out_between_layers_in_training_only(cell):
+    # dropout 1 zeroes the second layer's input in training, as nn.LSTM/GRU do: a known answer
+    m = model(cell, pooling="mean", frontend="none", num_layers=2, bidirectional=True)
+    m.rnn.dropout = 1.0
+    x, lengths = torch.randn(3, 15, 10), torch.tensor([15, 4, 9])
+    m.train()
+    padded, _, _ = forward_backward(m, x, lengths, "padded")
+    packed, _, _ = forward_backward(m, x, lengths, "packed")
+    torch.testing.assert_close(padded, packed, rtol=1e-5, atol=1e-5)
+    m.eval()
+    evaluated, _, _ = forward_backward(m, x, lengths, "padded")
+    assert not torch.allclose(evaluated, padded, atol=1e-3)
+    m.rnn.dropout = 0.0
+    torch.testing.assert_close(forward_backward(m, x, lengths, "packed")[0], evaluated, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_run_keeps_the_modules_state_dict_keys():
+    m = model("lstm", num_layers=2, bidirectional=True)
+    plain = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=True, batch_first=True)
+    assert [k for k in m.state_dict() if k.startswith("rnn.")] == [f"rnn.{k}" for k in plain.state_dict()]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padded_run_gives_the_packed_runs_output_zeros_past_each_end(cell):
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](6, 5, num_layers=2, bidirectional=True,
+                                                            batch_first=True)
+    x, lengths = torch.randn(3, 11, 6), torch.tensor([4, 9, 2])  # padded beyond the longest clip too
+    padded = run_padded(rnn, x, lengths)
+    assert padded.shape == (3, 9, 10)
+    torch.testing.assert_close(padded, run_packed(rnn, x, lengths), rtol=1e-5, atol=1e-6)
+    assert padded[0, 4:].abs().max() == 0 and padded[2, 2:].abs().max() == 0
+
+
+@pytest.mark.parametrize("path", ["packed", "padded"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_last_pooling_is_each_directions_final_state(cell, path):
+    # forward state after the last real frame, backward state after reading back to frame 0: torch's h_n
+    m = model(cell, pooling="last", frontend="none", bidirectional=True, num_layers=2)
+    m.recurrent_path = path
+    x, lengths = torch.randn(3, 20, 10), torch.tensor([20, 6, 13])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    h = m.rnn(packed)[1]
+    h = h[0] if cell == "lstm" else h
+    with torch.no_grad():
+        torch.testing.assert_close(m.pool(x, lengths), torch.cat([h[-2], h[-1]], dim=1), rtol=1e-5, atol=1e-6)
