@@ -62,6 +62,8 @@ ALTERNATIVES: dict[str, tuple[str, dict]] = {
     "alt:utterance_std": ("+augment", {"normalise.utterance_std": True}),
     "alt:speaker_adversary": ("+augment", {"train.adversary.weight": 0.3}),
     "alt:longer": ("+augment", {"train.epochs": 60, "train.early_stopping_patience": 12}),
+    # off params.yaml as it stands (issue 22): whole clips instead of random crops of >= 80%
+    "default:whole_clips": ("default", {"train.augment.crop": 1.0}),
 }
 
 
