@@ -104,7 +104,8 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
             for seed in sorted(group["seed"].unique())]
         train_acc = np.mean([r["accuracy"] for r in group["best_train"]])
         dev_acc = np.mean([r["accuracy"] for r in group["best_dev"]])
-        row = {"variant": variant, "base": group.iloc[0]["base"], "cell": cell, "pooled_balanced_accuracy": round(pooled["value"], 4),
+        row = {"variant": variant, "base": group.iloc[0]["base"],
+               "train_fraction": float(group.iloc[0].get("train_fraction", 1.0)), "cell": cell, "pooled_balanced_accuracy": round(pooled["value"], 4),
                "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
                "train_accuracy": round(float(train_acc), 3), "dev_accuracy": round(float(dev_acc), 3),
                "gap": round(float(train_acc - dev_acc), 3), "folds": len(by_fold), "seeds": len(per_seed),
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or [None]
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
             (f"x{len(seeds)}seeds" if len(seeds) > 1 else "")
-        jobs = [{"variant": v + label, "base": v, "cell": c, "fold": f, "seed": seed, "cache": str(cache),
+        jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f, "seed": seed, "cache": str(cache),
                  "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch)}
                 for v in chosen for c in args.cells for seed in seeds for f, cache in enumerate(caches)]
         runs, report = [], ""
@@ -224,7 +225,41 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | N
     with atomic_path(report_path, suffix=".md") as tmp:
         tmp.write_text(report, encoding="utf-8")
     write_json(json_path, {"rows": rows, "commands": commands})
+    plot_learning_curves(rows, args.out / "learning_curve.png")
     return report
+
+
+def plot_learning_curves(rows: list[dict], out: Path) -> None:
+    """Pooled out-of-fold balanced accuracy (with its interval) against the share of training speakers,
+    per base variant and cell, for every one measured at two shares or more (`--train-fraction`)."""
+    curves: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row.get("seeds", 1) == 1:
+            curves.setdefault((row["base"], row["cell"]), []).append(row)
+    curves = {key: sorted(points, key=lambda r: r.get("train_fraction", 1.0)) for key, points in curves.items()
+              if len({r.get("train_fraction", 1.0) for r in points}) > 1}
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (base, cell), points in curves.items():
+        x = [100 * r.get("train_fraction", 1.0) for r in points]
+        y = np.array([r["pooled_balanced_accuracy"] for r in points])
+        err = np.array([[v - r["ci_low"], r["ci_high"] - v] for v, r in zip(y, points)]).T
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{base} {cell.upper()}")
+    ax.set_xlabel("training speakers used (% of each fold's, per class)")
+    ax.set_ylabel("pooled out-of-fold balanced accuracy")
+    ax.set_title("Learning curve (95% speaker-bootstrap intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

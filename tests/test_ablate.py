@@ -127,3 +127,16 @@ def test_seeds_are_averaged_per_clip_and_each_seed_is_reported():
     [row] = summarise(runs, folds=1, n_seeds=2)
     assert row["pooled_balanced_accuracy"] == 1.0 and row["per_seed"] == [0.5, 0.5] and row["seeds"] == 2
     assert row["base"] == "default"
+
+
+def test_a_learning_curve_is_drawn_for_a_variant_measured_at_several_shares(tmp_path):
+    from pipeline.ablate import plot_learning_curves
+
+    row = {"base": "default", "cell": "gru", "pooled_balanced_accuracy": 0.4, "ci_low": 0.35, "ci_high": 0.45}
+    plot_learning_curves([{**row, "variant": "default"}], tmp_path / "one.png")
+    assert not (tmp_path / "one.png").exists()  # one share: no curve
+    plot_learning_curves([{**row, "variant": "default"},
+                          {**row, "variant": "default@0.5", "train_fraction": 0.5, "pooled_balanced_accuracy": 0.3,
+                           "ci_low": 0.25, "ci_high": 0.35}],
+                         tmp_path / "two.png")
+    assert (tmp_path / "two.png").read_bytes()[:4] == b"\x89PNG"
