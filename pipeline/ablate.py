@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train on this share of each fold's training speakers of each class (dev and test "
                              "unchanged): a point of the learning curve; rows are named VARIANT@FRACTION "
                              "(default: %(default)s)")
+    parser.add_argument("--keep-models", type=Path, default=None,
+                        help="keep each run's model file here, as VARIANT-CELL-fFOLD[-sSEED].pt (e.g. to make an "
+                             "ensemble of the fold models with pipeline.model.AccentModel.ensemble; default: deleted)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the fold caches here and reuse them in later runs with the same data and "
                              "features params (default: a temporary folder, removed at the end)")
@@ -182,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
             (f"x{len(seeds)}seeds" if len(seeds) > 1 else "")
         jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f, "seed": seed, "cache": str(cache),
-                 "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch)}
+                 "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch),
+                 **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
+                    if args.keep_models else {})}
                 for v in chosen for c in args.cells for seed in seeds for f, cache in enumerate(caches)]
         runs, report = [], ""
         with ProcessPoolExecutor(args.workers) as pool:
