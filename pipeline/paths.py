@@ -36,3 +36,10 @@ def deployed_model() -> Path:
     """The model file `acento-predict`, `acento-serve` and `acento-score` use by default: the ensemble of
     `make final-model` where it exists (trained on every labelled speaker), else the pipeline's model."""
     return FINAL_MODEL if FINAL_MODEL.is_file() else MODEL_FILE
+
+
+def add_model_file_option(parser) -> None:
+    """The `--model-file` option of the tools that classify (an argparse parser), defaulting to `deployed_model()`."""
+    parser.add_argument("--model-file", "--model", dest="model_file", default=deployed_model(),
+                        help=f"trained model file (default: {FINAL_MODEL} from `make final-model` if it exists, "
+                             f"else {MODEL_FILE} from `dvc repro`)")

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.errors import StageError
 from pipeline.model import AccentModel, ModelFileError, Prediction
-from pipeline.paths import FINAL_MODEL, MODEL_FILE, deployed_model
+from pipeline.paths import add_model_file_option
 from pipeline.runtime import available_cores, resolve_count, select_device
 
 FEW_FILES = 8  # up to this many files are decoded in this process: a process pool costs more than it saves
@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="audio files or folders of them")
-    parser.add_argument("--model-file", "--model", dest="model_file", default=deployed_model(),
-                        help=f"trained model file (default: {FINAL_MODEL} from `make final-model` if it exists, "
-                             f"else {MODEL_FILE} from `dvc repro`)")
+    add_model_file_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--top", type=int, default=0, metavar="K",
                         help="show the K most likely classes (default: all); JSON keeps all probabilities")

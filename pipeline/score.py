@@ -39,7 +39,7 @@ from pipeline.download import ARCHIVE_SUFFIXES, extract_release, find_locale_dir
 from pipeline.errors import StageError
 from pipeline.metrics import classification_metrics
 from pipeline.model import AccentModel, ModelFileError
-from pipeline.paths import FINAL_MODEL, MODEL_FILE, deployed_model
+from pipeline.paths import add_model_file_option
 from pipeline.prepare import labelled_clips
 from pipeline.runtime import resolve_count, select_device
 from pipeline.scoring import write_predictions
@@ -171,9 +171,7 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-score", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-file", "--model", dest="model_file", default=deployed_model(),
-                        help=f"trained model file (default: {FINAL_MODEL} from `make final-model` if it exists, "
-                             f"else {MODEL_FILE} from `dvc repro`)")
+    add_model_file_option(parser)
     parser.add_argument("--release", required=True, type=Path,
                         help="Common Voice release: extracted folder or .tar.gz/.tgz/.tar archive")
     parser.add_argument("--classes", nargs="+", metavar="FILE_OR_NAME=ACCENTS",

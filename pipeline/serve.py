@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.audio import AudioError
 from pipeline.errors import StageError
 from pipeline.model import AccentModel, ModelFileError
-from pipeline.paths import FINAL_MODEL, MODEL_FILE, deployed_model
+from pipeline.paths import MODEL_FILE, add_model_file_option
 from pipeline.runtime import available_cores, select_device
 
 MIB = 2 ** 20
@@ -207,9 +207,7 @@ def create_app(model_file: str | Path = MODEL_FILE, *, max_upload_mb: float = 20
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-file", "--model", dest="model_file", default=deployed_model(),
-                        help=f"trained model file (default: {FINAL_MODEL} from `make final-model` if it exists, "
-                             f"else {MODEL_FILE} from `dvc repro`)")
+    add_model_file_option(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only); 0.0.0.0 exposes the "
                              "service, without authentication, to every machine that can reach this one")
