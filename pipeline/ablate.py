@@ -64,6 +64,10 @@ ALTERNATIVES: dict[str, tuple[str, dict]] = {
     "alt:longer": ("+augment", {"train.epochs": 60, "train.early_stopping_patience": 12}),
     # off params.yaml as it stands (issue 22): whole clips instead of random crops of >= 80%
     "default:whole_clips": ("default", {"train.augment.crop": 1.0}),
+    # the dev split picks the epoch but stops nothing: on the sample, early stopping on ~40 dev speakers
+    # ended some folds at epoch 6-14 with training accuracy 0.22-0.34 (underfit); cosine decay over 40 epochs
+    "default:cosine40": ("default", {"train.schedule": "cosine", "train.epochs": 40,
+                                     "train.early_stopping_patience": 40}),
 }
 
 
