@@ -1,8 +1,9 @@
 """Stage `train`: an LSTM or GRU accent classifier from the cached log-mel features.
 
 With a cross-validated cache the splits are those of fold `data.fold` (`pipeline.cache.SplitData`),
-and the normalisation statistics are that fold's training split's.  Model selection uses the dev split only (best dev macro-F1, early stopping, LR schedule on dev
-loss); the test split is touched once, by `evaluate`.  The original study chose epochs on its test
+and the normalisation statistics are that fold's training split's.  Model selection uses the dev
+split only (best dev macro-F1, early stopping, LR schedule on dev loss); the test split is touched
+once, by `evaluate`.  The original study chose epochs on its test
 set, which makes its test accuracy optimistic.
 
 The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
