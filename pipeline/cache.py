@@ -179,8 +179,9 @@ class SplitData:
         self.folds = int(self._file.attrs["folds"])
         if self.folds >= 2 and (fold is None or not 0 <= fold < self.folds):
             self._file.close()
-            raise StageError(f"{path}: a cache of {self.folds} cross-validation folds has no fold {fold}; set "
-                             f"data.fold to 0 .. {self.folds - 1}, or rebuild it for data.folds (dvc repro)")
+            which = "give the test fold (data.fold)" if fold is None else f"it has no fold {fold}"
+            raise StageError(f"{path}: a cache of {self.folds} cross-validation folds: {which}; set data.fold to "
+                             f"0 .. {self.folds - 1}, or rebuild the cache for data.folds (dvc repro)")
         self.fold = fold if self.folds >= 2 else None
         speakers = group["speakers"].asstr()[()]
         splits = split_of(group["split"].asstr()[()], group["fold"][()], group["dev_folds"][()],

@@ -122,9 +122,10 @@ def test_one_cache_serves_every_fold_with_that_folds_training_statistics(tmp_pat
 def test_a_fold_the_cache_lacks_or_an_old_cache_is_one_line_to_rebuild(tmp_path):
     out = tmp_path / "features.h5"
     build_cache(fold_manifest(tmp_path), params().features, out, 1)
-    with pytest.raises(StageError, match=r"has no fold 5; set data.fold to 0 .. 4"):
+    with pytest.raises(StageError, match=r"a cache of 5 cross-validation folds: it has no fold 5; set data.fold to "
+                                         r"0 .. 4"):
         SplitData(out, "test", 5)
-    with pytest.raises(StageError, match=r"has no fold None"):
+    with pytest.raises(StageError, match=r"5 cross-validation folds: give the test fold \(data.fold\)"):
         SplitData(out, "test")
     old = tmp_path / "old.h5"
     with h5py.File(old, "w") as h5:  # format 1: one group per split, the training statistics as attributes
