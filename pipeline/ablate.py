@@ -5,8 +5,8 @@ Each variant is a set of overrides of params.yaml.  For every variant, cell and 
 `data.folds`, the model is trained on the fold's training speakers, its epoch picked on its dev
 speakers, and its test-fold predictions kept; the folds' predictions are pooled (every labelled
 speaker once) into a balanced accuracy with a 95% speaker-bootstrap interval (`pipeline.stats`).
-Nothing is chosen on a test fold.  The features of each fold are computed once and shared by all
-variants (they depend on the split, not on the model), and folds train in parallel processes.
+Nothing is chosen on a test fold.  The features are computed once, for every fold and variant (a clip's
+features depend neither on its split nor on the model), and folds train in parallel processes.
 
 This is the study behind the defaults in params.yaml (docs/study.md: "Accent, not voice"); `make compare`
 is the user-facing comparison of cells, with every run a DVC experiment.
@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 from pipeline.config import CELLS, PARAMS_FILE, PRESETS, preset_overrides
-from pipeline.crossval import build_fold_caches, run_fold
+from pipeline.crossval import build_feature_cache, run_fold
 from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
 from pipeline.stage import atomic_path, write_json
 
@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep each run's model file here, as VARIANT-CELL-fFOLD[-sSEED].pt (e.g. to make an "
                              "ensemble of the fold models with pipeline.model.AccentModel.ensemble; default: deleted)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="keep the fold caches here and reuse them in later runs with the same data and "
-                             "features params (default: a temporary folder, removed at the end)")
+                        help="keep the feature cache (every fold's clips, decoded once) here and reuse it in later "
+                             "runs with the same data and features params (default: a temporary folder, removed "
+                             "at the end)")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides")
     args = parser.parse_args(argv)
     table = variants()
@@ -180,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     start = time.perf_counter()
-    # A plain `kill` (SIGTERM) then still runs the cleanup below instead of leaving the fold caches in /tmp.
+    # A plain `kill` (SIGTERM) then still runs the cleanup below instead of leaving the feature cache in /tmp.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
     try:
-        caches = build_fold_caches(args.params, args.cache_dir or scratch, extra, args.train_fraction)
+        cache, folds = build_feature_cache(args.params, args.cache_dir or scratch, extra)
         seeds = args.seeds or [None]
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
             (f"x{len(seeds)}seeds" if len(seeds) > 1 else "")
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                  "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch),
                  **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
                     if args.keep_models else {})}
-                for v in chosen for c in args.cells for seed in seeds for f, cache in enumerate(caches)]
+                for v in chosen for c in args.cells for seed in seeds for f in range(folds)]
         runs, report = [], ""
         with ProcessPoolExecutor(args.workers) as pool:
             for run in pool.map(run_fold, jobs):
@@ -200,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: dev macro-F1 "
                       f"{run['best_dev']['macro_f1']:.3f} (train acc {run['best_train'].get('accuracy', 0):.3f}) "
                       f"epoch {run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
-                if run["fold"] == len(caches) - 1:  # perhaps a variant and cell complete: the report so far
-                    report = write_report(runs, args, argv, table, extra, start, len(caches), len(seeds))
+                if run["fold"] == folds - 1:  # perhaps a variant and cell complete: the report so far
+                    report = write_report(runs, args, argv, table, extra, start, folds, len(seeds))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(report)

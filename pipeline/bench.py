@@ -119,7 +119,7 @@ def bench_batch_read(cache: Path, manifest: pd.DataFrame, extractor: LogMel, bat
     """One training batch from the HDF5 cache (read lazily from disk) against decoding its clips."""
     rng = np.random.default_rng(0)
     with h5py.File(cache) as h5:
-        group = h5["train"]
+        group = h5["clips"]  # every clip of the cache, whatever its split
         offsets, lengths, frames = group["offsets"][()], group["lengths"][()], group["frames"]
         clips = group["clips"].asstr()[()]
         batches = [rng.choice(len(lengths), batch_size, replace=False) for _ in range(20)]
@@ -143,10 +143,11 @@ def write_synthetic_cache(path: Path, target_bytes: int, features, seed: int = 0
     with CacheWriter(path, n_mels, "float16") as cache:
         while written < target_bytes:
             length = int(rng.integers(200, 1001))
-            cache.add("train", block[:length], clips % 7, f"speaker{clips % 997}", f"clip{clips}")
+            cache.add(block[:length], clips % 7, f"speaker{clips % 997}", f"clip{clips}", split="train",
+                      total=np.zeros(n_mels), total_sq=np.full(n_mels, float(length)))
             written += length * n_mels * 2
             clips += 1
-        cache.finish([f"class{i}" for i in range(7)], features, np.zeros(n_mels), np.ones(n_mels))
+        cache.finish([f"class{i}" for i in range(7)], features)
     return clips
 
 
@@ -209,7 +210,7 @@ def bench_training(cache: Path, params, scratch: Path, full: bool) -> dict:
                 "no bucketing": {"train": {"bucketing": False}},
                 "no conv front-end": {"rnn": {"frontend": "none"}}}
     results = {}
-    test = SplitData(cache, "test")
+    test = SplitData(cache, "test", params.data.fold)
     for name, change in variants.items():
         p = with_changes(params, **change)
         if not full:
@@ -273,7 +274,7 @@ def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats:
     from pipeline.config import CELLS, PRESETS
     from pipeline.train import Trainer
 
-    full = SplitData(cache, "train")
+    full = SplitData(cache, "train", params.data.fold)
     rng = np.random.default_rng(0)
     cases = [("default", {}, batch, threads) for threads in (1, 2) for batch in (16, 32, 64)]
     cases += [(name, preset, params.train.batch_size, params.runtime.num_threads) for name, preset in PRESETS.items()]

@@ -2,7 +2,8 @@
 
 Bucketing matters for recurrent models: a batch costs as many RNN steps as its longest clip, so
 clips of similar length are batched together and padding (which packed sequences then skip) stays
-small.  Normalisation uses the per-mel statistics of the training split stored in the cache.
+small.  Normalisation uses the per-mel statistics of the training split (of the fold), which
+`cache.SplitData` sums from the cache.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stage `evaluate`: test-split metrics of the trained model, for `dvc metrics diff` and `dvc plots`.
 
-The test speakers were never seen in training (with `data.split_by: speaker`), so these numbers are
+The test split is fold `data.fold`'s (with a cross-validated cache).  The test speakers were never seen in training (with `data.split_by: speaker`), so these numbers are
 unseen-speaker accuracy, the only kind that says anything about accents.  `speaker_accuracy` decides
 once per test speaker (highest summed probability over their clips), as a per-speaker decision would.
 The metrics and the confusion rows go through dvclive (`pipeline.scoring`), the PNG is for people
@@ -33,7 +33,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         model = AccentModel.load(args.model_file, device, params.runtime.inference_batch_size)
     except ModelFileError as exc:
         raise StageError(str(exc)) from None
-    with SplitData(args.cache, "test") as test:
+    with SplitData(args.cache, "test", params.data.fold) as test:
         if len(test) == 0:
             raise StageError("the test split is empty; give data.split.test a larger share or add speakers")
         if model.classes != test.classes:

@@ -2,7 +2,8 @@
 
 Decoding MP3 and computing mel spectrograms every epoch would dominate training time, so it is
 done here, once, in parallel worker processes feeding a single writer (`pipeline.cache` owns the
-file's layout).
+file's layout).  A clip's features do not depend on its split: the cache holds each clip once with
+its fold, and serves every `data.fold` (which `train` and `evaluate` read, not this stage).
 """
 
 from __future__ import annotations
@@ -29,28 +30,31 @@ LISTED_FAILURES = 20  # failed clips named per reason in the metrics
 
 
 def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers: int) -> dict:
-    """Writes the cache of `manifest`'s clips to `out` atomically; returns the stage metrics.
+    """Writes the cache of `manifest`'s clips to `out` atomically, every clip once and in manifest order;
+    returns the stage metrics.
 
-    manifest: rows with `audio_path`, `label`, `speaker`, `clip`, `split`; classes are its sorted
-    labels.  workers: decoding processes (1 = in this process).  The metrics count clips and
-    frames per split, seconds of audio kept, failed clips by reason (`failed`) and the first
-    LISTED_FAILURES of each reason by name (`failed_clips`: {reason: [clip]}).  Normalisation statistics
-    (per-mel mean and std) come from the training split only.
+    manifest: rows with `audio_path`, `label`, `speaker`, `clip`, and `split`, or `fold` and `dev_folds`
+    when cross-validated (`pipeline.manifest`; a frame without `fold` is a manifest of one split);
+    classes are its sorted labels.  workers: decoding processes (1 = in this process).  The metrics
+    count clips and frames per part (each test fold "fold<k>", or each split), seconds of audio kept,
+    failed clips by reason (`failed`) and the first LISTED_FAILURES of each reason by name
+    (`failed_clips`: {reason: [clip]}).  Normalisation statistics are not fixed here: the cache keeps
+    per-speaker sums, and the training split of each fold sums its own (`pipeline.cache`).
     """
+    if "fold" not in manifest.columns:
+        manifest = manifest.assign(fold=-1, dev_folds=0)
+    manifest = manifest.assign(split=np.where(manifest["fold"] >= 0, "", manifest["split"]))
     classes = sorted(manifest["label"].unique())
     class_index = {c: i for i, c in enumerate(classes)}
     failed: Counter[str] = Counter(dict.fromkeys(FAILURE_REASONS, 0))
-    clips = dict.fromkeys(SPLITS, 0)
-    frames = dict.fromkeys(SPLITS, 0)
-    total = np.zeros(cfg.n_mels, np.float64)
-    total_sq = np.zeros(cfg.n_mels, np.float64)
-    manifest = manifest.assign(_order=manifest["split"].map({s: i for i, s in enumerate(SPLITS)}))
-    manifest = manifest.sort_values("_order", kind="stable")
+    parts = [f"fold{k}" for k in range(int(manifest["fold"].max()) + 1)] if (manifest["fold"] >= 0).any() \
+        else list(SPLITS)
+    clips, frames = dict.fromkeys(parts, 0), dict.fromkeys(parts, 0)
     failed_clips: dict[str, list[str]] = {r: [] for r in FAILURE_REASONS}  # at most LISTED_FAILURES each
     examples: list[str] = []
     with atomic_path(out, suffix=".h5") as tmp, CacheWriter(tmp, cfg.n_mels, cfg.dtype) as cache:
         results = extract_all(manifest["audio_path"].tolist(), cfg, workers, for_cache=True)
-        rows = manifest[["label", "speaker", "clip", "split"]].itertuples(index=False)
+        rows = manifest[["label", "speaker", "clip", "split", "fold", "dev_folds"]].itertuples(index=False)
         for row, result in progress(zip(rows, results), total=len(manifest), desc="features", unit="clip"):
             if isinstance(result, AudioError):
                 failed[result.reason] += 1
@@ -59,21 +63,18 @@ def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers:
                 if len(examples) < 3:
                     examples.append(str(result))
                 continue
-            cache.add(row.split, result.frames, class_index[row.label], row.speaker, row.clip)
-            clips[row.split] += 1
-            frames[row.split] += len(result.frames)
-            if row.split == "train":
-                total += result.total
-                total_sq += result.total_sq
+            cache.add(result.frames, class_index[row.label], row.speaker, row.clip, split=row.split,
+                      fold=int(row.fold), dev_folds=int(row.dev_folds), total=result.total, total_sq=result.total_sq)
+            part = f"fold{row.fold}" if row.fold >= 0 else row.split
+            clips[part] += 1
+            frames[part] += len(result.frames)
         n_failed = sum(failed.values())
         if len(manifest) and n_failed / len(manifest) > cfg.max_failed_fraction:
             raise StageError(f"{n_failed} of {len(manifest)} clips failed ({_counts(failed)}), more than "
                              f"features.max_failed_fraction={cfg.max_failed_fraction}; e.g. {'; '.join(examples)}")
-        if frames["train"] == 0:
-            raise StageError("no training clip could be read; check the manifest's audio paths")
-        mean = total / frames["train"]
-        std = np.sqrt(np.maximum(total_sq / frames["train"] - mean ** 2, 1e-8))
-        cache.finish(classes, cfg, mean, std)
+        if sum(clips.values()) == 0:
+            raise StageError("no clip could be read; check the manifest's audio paths")
+        cache.finish(classes, cfg)
     seconds = sum(frames.values()) * cfg.hop_length / cfg.sample_rate
     if examples:
         print(f"skipped {n_failed} clip(s) ({_counts(failed)}), listed by reason in the metrics' failed_clips; "

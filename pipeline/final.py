@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from pipeline.config import PARAMS_FILE, ConfigError
-from pipeline.crossval import build_fold_caches, raw_params, run_fold
+from pipeline.crossval import build_feature_cache, raw_params, run_fold
 from pipeline.errors import StageError
 from pipeline.model import ModelFileError
 from pipeline.paths import FINAL_MODEL, FINAL_REPORT
@@ -50,10 +50,10 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
                          "cross-validation folds (2 or more)")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="acento-final-") as scratch:
-        caches = build_fold_caches(params_file, Path(cache_dir or scratch), overrides)
+        cache, folds = build_feature_cache(params_file, Path(cache_dir or scratch), overrides)
         jobs = [{"variant": "final", "base": "final", "cell": params.model, "fold": fold, "cache": str(cache),
                  "overrides": overrides, "params_file": str(params_file), "scratch": scratch,
-                 "keep": str(Path(scratch) / "members" / f"fold{fold}.pt")} for fold, cache in enumerate(caches)]
+                 "keep": str(Path(scratch) / "members" / f"fold{fold}.pt")} for fold in range(folds)]
         runs = []
         with ProcessPoolExecutor(max(1, workers)) as pool:
             for run in pool.map(run_fold, jobs):
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"summary to write (default: {FINAL_REPORT})")
     parser.add_argument("--workers", type=int, default=2, help="folds trained at once (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="keep the fold caches here for later runs (default: a temporary folder)")
+                        help="keep the feature cache here for later runs (default: a temporary folder)")
     args = parser.parse_args(argv)
     try:
         overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}

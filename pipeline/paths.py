@@ -10,7 +10,7 @@ from pathlib import Path
 RELEASE_MANIFEST = Path("data/release.json")         # download: where the release is, TSV checksums
 CLIP_MANIFEST = Path("data/prepared/manifest.tsv")   # prepare: one row per kept clip, with its split
 DATA_METRICS = Path("metrics/data.json")             # prepare: clips/speakers per split, drops by reason
-FEATURE_CACHE = Path("data/features/features.h5")    # features: log-mels of every split (HDF5)
+FEATURE_CACHE = Path("data/features/features.h5")    # features: log-mels of every clip, every fold (HDF5)
 FEATURES_METRICS = Path("metrics/features.json")     # features: counts, failures by reason
 MODEL_FILE = Path("models/model.pt")                 # train: weights + everything inference needs
 FINAL_MODEL = Path("models/final.pt")                # final (`make final-model`): the deployable ensemble

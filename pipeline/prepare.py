@@ -3,7 +3,9 @@
 Accent identification is easy to fake: a model that recognises speakers scores well whenever a
 speaker's clips fall on both sides of a split.  So every `client_id` is in exactly one of
 train/dev/test: by default the test split is one fold of a speaker-grouped k-fold cross-validation
-(`data.folds`, `data.fold`), so that `make compare` can score every speaker once.
+(`data.folds`), so that `make compare` can score every speaker once.  The manifest records every
+fold's split at once (`fold`, `dev_folds`); `train` and `evaluate` pick `data.fold`'s, so changing
+the fold reruns neither this stage nor `features`.
 `data.split_by: clip` exists only to reproduce the original study's inflated setup.
 """
 
@@ -25,7 +27,7 @@ from pipeline.audio import AudioError, audio_seconds
 from pipeline.commonvoice import SPANISH_PRESETS, read_durations, read_tsv, split_accents
 from pipeline.config import DataConfig, Params
 from pipeline.errors import StageError
-from pipeline.manifest import COLUMNS, SPLITS, write_manifest
+from pipeline.manifest import COLUMNS, MAX_FOLDS, SPLITS, write_manifest
 from pipeline.paths import CLIP_MANIFEST, DATA_METRICS, RELEASE_MANIFEST
 from pipeline.stage import run_stage, write_json
 
@@ -94,29 +96,33 @@ def split_speakers(frame: pd.DataFrame, data: DataConfig) -> dict[str, str]:
     return assignment
 
 
-def split_folds(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
-    """Speaker-grouped cross-validation: fold `data.fold` of `data.folds` is the test split, and the
-    dev split is carved from the other folds' speakers; returns each row's split.
+def assign_folds(frame: pd.DataFrame, data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Speaker-grouped cross-validation of every fold at once: each row's test fold (0 .. data.folds-1)
+    and the bitmask of the folds for which it is a dev clip (bit f: dev while fold f is the test fold).
 
     Both cuts use sklearn's StratifiedGroupKFold (groups = speakers, stratified by class, shuffled
-    with data.seed), so across the k values of data.fold every speaker is in exactly one test fold,
-    and no speaker is in two splits.  The dev share of the remaining speakers is
-    dev / (train + dev) of data.split.
+    with data.seed): the outer one gives every speaker exactly one test fold; for each fold f, the
+    dev split is carved from the other folds' speakers by the inner one, a share of
+    dev / (train + dev) of data.split.  No speaker is in two splits of any fold.  The split of any
+    `data.fold` is then `manifest.split_of(...)`, at train time: no fold needs its own manifest or cache.
     """
     labels, speakers = frame["label"].to_numpy(), frame["speaker"].to_numpy()
     n_speakers = frame["speaker"].nunique()
     if n_speakers < data.folds:
         raise StageError(f"data.folds = {data.folds} needs at least {data.folds} speakers; {n_speakers} are left "
                          "after filtering: lower data.folds (0 = one split by data.split)")
+    if data.folds > MAX_FOLDS:
+        raise StageError(f"data.folds = {data.folds}: at most {MAX_FOLDS} folds; lower data.folds")
     outer = StratifiedGroupKFold(n_splits=data.folds, shuffle=True, random_state=data.seed)
-    test = np.zeros(len(frame), dtype=bool)
-    test[list(outer.split(frame, labels, speakers))[data.fold][1]] = True
+    fold = np.full(len(frame), -1, dtype=np.int64)
+    dev_folds = np.zeros(len(frame), dtype=np.int64)
     dev_parts = max(2, round((data.split.train + data.split.dev) / data.split.dev))
-    inner = StratifiedGroupKFold(n_splits=dev_parts, shuffle=True, random_state=data.seed)
-    rest = np.flatnonzero(~test)
-    dev = np.zeros(len(frame), dtype=bool)
-    dev[rest[next(inner.split(rest, labels[rest], speakers[rest]))[1]]] = True
-    return pd.Series(np.where(test, "test", np.where(dev, "dev", "train")), index=frame.index)
+    for f, (rest, test) in enumerate(outer.split(frame, labels, speakers)):
+        fold[test] = f
+        inner = StratifiedGroupKFold(n_splits=dev_parts, shuffle=True, random_state=data.seed)
+        dev = rest[next(inner.split(rest, labels[rest], speakers[rest]))[1]]
+        dev_folds[dev] |= np.int64(1) << np.int64(f)
+    return fold, dev_folds
 
 
 def split_clips(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
@@ -201,18 +207,30 @@ def drop_small_classes(rows: pd.DataFrame, min_speakers: int, dropped: Counter[s
 
 
 def split_metrics(rows: pd.DataFrame, dropped: Counter[str]) -> dict:
+    """Clips and speakers per class in each part of the manifest: each test fold ("fold0", "fold1", ...)
+    when cross-validated (fold f's training and dev speakers are the other folds'), else each split;
+    and the dropped rows by reason.  Warns about a class missing from a part."""
+    part = part_names(rows)
+    folds = int(rows["fold"].max()) + 1 if len(rows) else 0
+    parts = [f"fold{k}" for k in range(folds)] if folds > 0 else list(SPLITS)
     for label in sorted(rows["label"].unique()):
-        missing = [s for s in SPLITS if not ((rows["label"] == label) & (rows["split"] == s)).any()]
+        missing = [p for p in parts if not ((rows["label"] == label) & (part == p)).any()]
         if missing:
             print(f"warning: class {label!r} has too few speakers to appear in {', '.join(missing)}",
                   file=sys.stderr)
     return {
-        "clips": {s: {c: int(n) for c, n in rows[rows["split"] == s]["label"].value_counts().sort_index().items()}
-                  for s in SPLITS},
-        "speakers": {s: {c: int(n) for c, n in rows[rows["split"] == s].groupby("label")["speaker"].nunique().items()}
-                     for s in SPLITS},
+        "clips": {p: {c: int(n) for c, n in rows[part == p]["label"].value_counts().sort_index().items()}
+                  for p in parts},
+        "speakers": {p: {c: int(n) for c, n in rows[part == p].groupby("label")["speaker"].nunique().items()}
+                     for p in parts},
         "dropped": dict(dropped),
     }
+
+
+def part_names(rows: pd.DataFrame) -> pd.Series:
+    """Each row's part for the metrics: "fold<k>" for a cross-validated clip, else its split."""
+    return pd.Series(np.where(rows["fold"] >= 0, "fold" + rows["fold"].astype(str), rows["split"]),
+                     index=rows.index)
 
 
 def labelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Counter[str]]:
@@ -238,8 +256,9 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
     """The clip manifest of the release at `locale_dir`, and the stage metrics.
 
     Each step drops rows and counts them by reason (DROP_REASONS), so no row is lost unexplained.
-    Returns a frame with manifest.COLUMNS (duration in seconds, split in SPLITS) and
-    {"clips": {split: {class: n}}, "speakers": {split: {class: n}}, "dropped": {reason: n}}.
+    Returns a frame with manifest.COLUMNS (duration in seconds; split in SPLITS, or fold and
+    dev_folds when cross-validated: `pipeline.manifest`) and {"clips": {part: {class: n}}, "speakers":
+    {part: {class: n}}, "dropped": {reason: n}}, a part being a split or a test fold (`split_metrics`).
     """
     rows, dropped = labelled_clips(data, locale_dir)
     rows, dropped["speaker_cap"] = cap_per_group(rows, "speaker", data.max_clips_per_speaker, data.seed)
@@ -249,12 +268,13 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
         raise StageError(f"{locale_dir}: fewer than two classes left after filtering (dropped: "
                          f"{dict((k, v) for k, v in dropped.items() if v)}); check data.classes and data.tsvs")
     if data.split_by == "clip":
-        split = split_clips(rows, data)
+        rows = rows.assign(split=split_clips(rows, data), fold=-1, dev_folds=0)
     elif data.folds >= 2:
-        split = split_folds(rows, data)
+        fold, dev_folds = assign_folds(rows, data)
+        rows = rows.assign(split="", fold=fold, dev_folds=dev_folds)
     else:
-        split = rows["speaker"].map(split_speakers(rows, data))
-    rows = rows.assign(split=split)
+        rows = rows.assign(split=rows["speaker"].map(split_speakers(rows, data)), fold=-1, dev_folds=0)
+    # Within each split of any fold, clips stay in this order (label, speaker, clip), as the cache keeps it.
     rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
     return rows, split_metrics(rows, dropped)
 
@@ -267,8 +287,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
     rows, metrics = prepare(params.data, Path(release["root"]))
     write_manifest(rows, args.out)
     write_json(args.metrics, metrics)
-    totals = {s: sum(metrics["clips"][s].values()) for s in SPLITS}
-    print(f"kept {len(rows)} clips ({', '.join(f'{s} {n}' for s, n in totals.items())}) of "
+    totals = {p: sum(counts.values()) for p, counts in metrics["clips"].items()}
+    print(f"kept {len(rows)} clips ({', '.join(f'{p} {n}' for p, n in totals.items())}) of "
           f"{rows['speaker'].nunique()} speakers -> {args.out}; dropped: "
           f"{ {k: v for k, v in metrics['dropped'].items() if v} }")
 

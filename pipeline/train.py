@@ -1,7 +1,9 @@
 """Stage `train`: an LSTM or GRU accent classifier from the cached log-mel features.
 
-Model selection uses the dev split only (best dev macro-F1, early stopping, LR schedule on dev
-loss); the test split is touched once, by `evaluate`.  The original study chose epochs on its test
+With a cross-validated cache the splits are those of fold `data.fold` (`pipeline.cache.SplitData`),
+and the normalisation statistics are that fold's training split's.  Model selection uses the dev
+split only (best dev macro-F1, early stopping, LR schedule on dev loss); the test split is touched
+once, by `evaluate`.  The original study chose epochs on its test
 set, which makes its test accuracy optimistic.
 
 The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
@@ -16,6 +18,7 @@ import copy
 import random
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,12 +98,14 @@ class EarlyStopping:
 class Trainer:
     """The model, its optimiser and schedule, and the data of one training run."""
 
-    def __init__(self, params: Params, cache: Path):
+    def __init__(self, params: Params, cache: Path, drop_speakers: Iterable[str] = ()):
         cfg = self.cfg = params.train
         seed_everything(cfg.seed)
         self.device = select_device(params.runtime.device)
         configure_torch(self.device, params.runtime.num_threads, deterministic=True)
-        self.train_data, self.dev_data = SplitData(cache, "train"), SplitData(cache, "dev")
+        # fold data.fold of a cross-validated cache: its other folds' speakers are train and dev
+        self.train_data = SplitData(cache, "train", params.data.fold, drop_speakers)
+        self.dev_data = SplitData(cache, "dev", params.data.fold, drop_speakers)
         if len(self.dev_data) == 0:
             raise StageError("the dev split is empty; give data.split.dev a larger share or add speakers")
         n_classes = len(self.train_data.classes)
@@ -213,11 +218,13 @@ def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improve
           f"lr {lr:.2g}{'  *' if improved else ''}", flush=True)
 
 
-def train(params: Params, cache: Path, model_out: Path, live_dir: Path) -> dict:
-    """Trains on the cache's train split, picks the epoch on its dev split, writes the model file.
+def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_speakers: Iterable[str] = ()) -> dict:
+    """Trains on the cache's train split of fold `params.data.fold`, picks the epoch on its dev split,
+    writes the model file with that training split's normalisation statistics.
 
     cache: HDF5 feature cache (`pipeline.cache`); model_out: model file (`model.AccentModel`);
-    live_dir: dvclive folder for the per-epoch curves.  Returns the stage metrics: best dev scores,
+    live_dir: dvclive folder for the per-epoch curves; drop_speakers: training speakers left out
+    (a learning curve).  Returns the stage metrics: best dev scores,
     epochs, training seconds (the epoch loops, not validation) and clips per second.
     """
     trainer = Trainer(params, cache)

@@ -3,7 +3,6 @@
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from pipeline.ablate import BASELINE, STEPS, merge_rows, variants
@@ -72,45 +71,18 @@ def test_a_report_pools_the_folds_and_keeps_earlier_rows(tmp_path):
     assert "| +augment | GRU | 0.750 [" in report
 
 
-def test_resplit_cache_moves_clips_to_the_new_splits_with_the_new_training_statistics(cache, tmp_path):
-    from pipeline.crossval import resplit_cache
-    from pipeline.cache import SplitData
+def test_a_learning_curve_leaves_out_that_share_of_each_classs_training_speakers():
+    from pipeline.crossval import speakers_left_out
 
-    before = {s: SplitData(cache, s) for s in ("train", "dev", "test")}
-    clips = {d.clips[i]: (d.clip(i), d.labels[i], d.speakers[i]) for d in before.values() for i in range(len(d))}
-    names = sorted(clips)
-    # another fold: the first six clips are the test split, the next six dev, the last one unused, the rest train
-    manifest = pd.DataFrame({"clip": names, "split": ["test"] * 6 + ["dev"] * 6 + ["train"] * (len(names) - 13)
-                             + ["unused"]})
-    out = tmp_path / "fold1.h5"
-    resplit_cache(cache, manifest, out)
-    after = {s: SplitData(out, s) for s in ("train", "dev", "test")}
-    assert sorted(after["test"].clips) == names[:6] and sorted(after["dev"].clips) == names[6:12]
-    assert sorted(after["train"].clips) == names[12:-1]
-    for d in after.values():
-        for i in range(len(d)):
-            feats, label, speaker = clips[d.clips[i]]
-            np.testing.assert_array_equal(d.clip(i), feats)
-            assert (d.labels[i], d.speakers[i]) == (label, speaker)
-    train = np.concatenate([clips[c][0] for c in names[12:-1]]).astype(np.float64)
-    np.testing.assert_allclose(after["train"].mean, train.mean(0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(after["train"].std, train.std(0), rtol=1e-4, atol=1e-4)
-    assert after["train"].classes == before["train"].classes
-
-
-def test_fewer_training_speakers_keeps_that_share_of_each_class_and_leaves_dev_and_test():
-    from pipeline.crossval import fewer_training_speakers
-
-    rows = [{"clip": f"c{s}-{k}", "speaker": f"s{s}", "label": s % 2, "split": "train" if s < 16 else "test"}
-            for s in range(20) for k in range(3)]
-    table = pd.DataFrame(rows)
-    out = fewer_training_speakers(table, 0.25, seed=0)
-    kept = out[out["split"] == "train"]
-    assert kept.groupby("label")["speaker"].nunique().tolist() == [2, 2]  # 8 per class -> 2
-    assert (kept.groupby("speaker").size() == 3).all()  # a speaker keeps all or none of their clips
-    assert (out["split"] == "test").sum() == 12 and set(out["split"]) == {"train", "test", "unused"}
-    assert fewer_training_speakers(table, 0.25, seed=0).equals(out)
-    assert fewer_training_speakers(table, 0.01, seed=0).query("split == 'train'")["speaker"].nunique() == 2
+    speakers = np.array([f"s{s}" for s in range(16) for _ in range(3)])
+    labels = np.array([s % 2 for s in range(16) for _ in range(3)])
+    dropped = speakers_left_out(speakers, labels, 0.25, seed=0)
+    kept = {s for s in speakers if s not in dropped}
+    assert sorted(int(s[1:]) % 2 for s in kept) == [0, 0, 1, 1]  # 8 per class -> 2
+    assert speakers_left_out(speakers, labels, 0.25, seed=0) == dropped
+    assert speakers_left_out(speakers, labels, 0.25, seed=1) != dropped
+    assert len(speakers_left_out(speakers, labels, 0.01, seed=0)) == 14  # at least one speaker per class kept
+    assert speakers_left_out(speakers, labels, 1.0, seed=0) == set()
 
 
 def test_seeds_are_averaged_per_clip_and_each_seed_is_reported():

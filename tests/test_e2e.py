@@ -65,12 +65,13 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     run("dvc", "repro")
     data = json.loads((work / "metrics/data.json").read_text())
     assert set(data) == {"clips", "speakers", "dropped"} and data["dropped"]["no_accent"] > 0
-    train_speakers = sum(data["speakers"]["train"].values())
-    assert train_speakers >= 30
+    # every labelled speaker of the sample in exactly one of the 5 test folds
+    assert list(data["speakers"]) == [f"fold{k}" for k in range(5)]
+    assert sum(sum(counts.values()) for counts in data["speakers"].values()) == 196
     features = json.loads((work / "metrics/features.json").read_text())
     # the sample's unreadable and silent clips are skipped and counted, the rest cached
     assert features["failed"]["unreadable_audio"] > 0 and features["failed"]["silent_audio"] > 0
-    assert features["clips"]["train"] > 0
+    assert list(features["clips"]) == [f"fold{k}" for k in range(5)] and min(features["clips"].values()) > 0
     lstm = json.loads((work / "metrics/eval.json").read_text())
     assert lstm["model"] == "lstm"
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "speaker_accuracy", "per_class", "params"):
@@ -115,6 +116,40 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     assert (baseline["model"], baseline["accuracy"], baseline["params"]) == ("lstm", lstm["accuracy"], lstm["params"])
     assert (experiment["model"], experiment["accuracy"], experiment["params"]) == ("gru", gru["accuracy"],
                                                                                   gru["params"])
+
+
+def test_changing_the_fold_seed_or_cell_reruns_only_train_and_evaluate(repo):
+    """The features of a clip do not depend on its split: one manifest and one cache serve every fold."""
+    work, run = repo
+    run("dvc", "repro")
+    original = (work / "params.yaml").read_text()
+    fold0 = pd.read_csv(work / "metrics/predictions.csv")
+
+    def stale(**changes) -> set[str]:
+        """The stages `dvc status` reports changed after these changes to params.yaml (section.key: value)."""
+        params = yaml.safe_load(original)
+        for key, value in changes.items():
+            section, name = key.split("__") if "__" in key else (None, key)
+            (params[section] if section else params)[name] = value
+        (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+        status = json.loads(run("dvc", "status", "--json").stdout)
+        return set(status) - {"download"}  # always changed (it re-reads the release), cheap
+
+    try:
+        assert stale() == set()
+        assert stale(data__fold=3) == {"train", "evaluate"}  # both read data.fold
+        assert stale(train__seed=7) == {"train"}  # evaluate follows when the model file changes
+        assert stale(model="gru" if yaml.safe_load(original)["model"] == "lstm" else "lstm") == {"train"}
+        assert stale(data__seed=7) >= {"prepare"}  # the folds themselves do depend on data.seed
+        stale(data__fold=3)
+        out = run("dvc", "repro").stdout
+        assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+        assert "Running stage 'prepare'" not in out and "Running stage 'features'" not in out
+        fold3 = pd.read_csv(work / "metrics/predictions.csv")
+        # another fold's test speakers, from the same cache
+        assert len(fold3) > 0 and not set(fold3["speaker"]) & set(fold0["speaker"])
+    finally:
+        (work / "params.yaml").write_text(original)
 
 
 def exp_show_rows(shown: list[dict]) -> list[dict]:

@@ -101,7 +101,7 @@ def test_classes_that_pandas_would_read_as_missing(names, tmp_path, capsys):
         sf.write(path, tone(0.6, rate=16000, freq=300 + 50 * i, seed=i), 16000)
         rows.append({"clip": path.name, "audio_path": str(path), "speaker": f"s{i}", "accents": "x",
                      "label": names[i % 2], "split": ["train", "train", "dev", "test"][i // 2 % 4],
-                     "duration": 0.6})
+                     "fold": -1, "dev_folds": 0, "duration": 0.6})
     manifest = tmp_path / "manifest.tsv"
     pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
     code = features.main(["--params", str(params_file(tmp_path)), "--manifest", str(manifest),
@@ -111,7 +111,8 @@ def test_classes_that_pandas_would_read_as_missing(names, tmp_path, capsys):
 
     with h5py.File(tmp_path / "f.h5") as h5:
         assert json.loads(h5.attrs["classes"]) == sorted(names)
-        assert np.bincount(h5["train/labels"][()]).tolist() == [2, 2]
+        split = h5["clips/split"].asstr()[()]
+        assert np.bincount(h5["clips/labels"][()][split == "train"]).tolist() == [2, 2]
 
 
 def test_a_cache_another_process_writes_is_reported_as_locked_not_damaged(cache, tmp_path, capsys):

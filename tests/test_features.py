@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import AudioError, LogMel, load_audio, mel_filterbank, trim_bounds
+from pipeline.cache import SplitData
 from pipeline.errors import StageError
 from pipeline.features import build_cache
 from tests.helpers import params, tone
@@ -37,30 +38,104 @@ def test_layout_shapes_dtypes_and_offsets(tmp_path, workers):
     with h5py.File(out) as h5:
         assert json.loads(h5.attrs["classes"]) == ["a", "b"]
         assert json.loads(h5.attrs["features"]) == dataclasses.asdict(cfg)
-        for split in ("train", "dev", "test"):
-            g = h5[split]
-            assert g["frames"].dtype == np.float16 and g["frames"].shape[1] == cfg.n_mels
-            lengths, offsets = g["lengths"][()], g["offsets"][()]
-            assert offsets[0] == 0 and (offsets[1:] == np.cumsum(lengths)[:-1]).all()
-            assert lengths.sum() == len(g["frames"]) == metrics["frames"][split]
-        # clips keep manifest order within a split, with their labels and speakers
-        assert h5["train/labels"][()].tolist() == [0, 1, 0]
-        assert h5["train/clips"].asstr()[()].tolist() == ["clip0.mp3", "clip1.mp3", "clip4.mp3"]
-        assert h5["test/speakers"].asstr()[()].tolist() == ["spk0"]
+        assert (h5.attrs["format"], h5.attrs["version"], h5.attrs["folds"]) == ("acento-features", 2, 0)
+        g = h5["clips"]
+        assert g["frames"].dtype == np.float16 and g["frames"].shape[1] == cfg.n_mels
+        lengths, offsets = g["lengths"][()], g["offsets"][()]
+        assert offsets[0] == 0 and (offsets[1:] == np.cumsum(lengths)[:-1]).all()
+        assert lengths.sum() == len(g["frames"]) == sum(metrics["frames"].values())
+        # every clip once, in manifest order, with its label, speaker and split
+        assert g["clips"].asstr()[()].tolist() == [f"clip{i}.mp3" for i in range(5)]
+        assert g["labels"][()].tolist() == [0, 1, 0, 1, 0]
+        assert g["split"].asstr()[()].tolist() == ["train", "train", "dev", "test", "train"]
+        assert g["fold"][()].tolist() == [-1] * 5 and g["speakers"].asstr()[()].tolist()[3] == "spk0"
+        # statistics groups: one per speaker and split (spk0 train and test, spk1 train, spk2 dev)
+        assert len(h5["stats/frames"]) == 4 and h5["stats/frames"][()].sum() == lengths.sum()
         # ~100 frames per second of (trimmed) audio at hop 160 / 16 kHz
-        assert 180 <= h5["train/lengths"][2] <= 201
+        assert 180 <= lengths[4] <= 201
+    with SplitData(out, "train") as train, SplitData(out, "test") as test:
+        assert train.clips.tolist() == ["clip0.mp3", "clip1.mp3", "clip4.mp3"] and train.labels.tolist() == [0, 1, 0]
+        assert test.speakers.tolist() == ["spk0"] and not train.lazy
 
 
 def test_normalisation_statistics_come_from_train_only(tmp_path):
     cfg = params(**{"features.dtype": "float32"}).features
     out = tmp_path / "features.h5"
     build_cache(manifest(tmp_path, BASIC), cfg, out, 1)
+    with SplitData(out, "train") as data, SplitData(out, "dev") as dev:
+        train = np.concatenate([data.clip(i) for i in range(len(data))])
+        np.testing.assert_allclose(data.mean, train.mean(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(data.std, train.std(0), rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(dev.mean, data.mean)  # every split of a fold carries its training statistics
     with h5py.File(out) as h5:
-        train = h5["train/frames"][()]
-        np.testing.assert_allclose(h5.attrs["mean"], train.mean(0), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(h5.attrs["std"], train.std(0), rtol=1e-3, atol=1e-3)
-        everything = np.concatenate([h5[s]["frames"][()] for s in ("train", "dev", "test")])
-        assert not np.allclose(h5.attrs["mean"], everything.mean(0), atol=1e-3)
+        everything = h5["clips/frames"][()]
+    assert not np.allclose(data.mean, everything.mean(0), atol=1e-3)
+
+
+# five test folds of one speaker each (two clips), as prepare writes them: fold, and the folds each speaker
+# is a dev speaker for (bit f of dev_folds)
+FOLDS = [(speaker, fold, dev_folds) for speaker, fold, dev_folds in
+         (("s0", 0, 0b00010), ("s1", 1, 0b00100), ("s2", 2, 0b01000), ("s3", 3, 0b10000), ("s4", 4, 0b00001))]
+
+
+def fold_manifest(tmp_path):
+    rows = []
+    for i, (speaker, fold, dev_folds) in enumerate(FOLDS * 2):
+        path = tmp_path / f"f{i}.wav"
+        sf.write(path, tone(0.5 + 0.1 * i, rate=16000, freq=200 + 90 * i, seed=i), 16000)
+        rows.append({"clip": path.name, "audio_path": str(path), "speaker": speaker, "label": "ab"[i % 2],
+                     "split": "", "fold": fold, "dev_folds": dev_folds})
+    return pd.DataFrame(rows)
+
+
+def test_one_cache_serves_every_fold_with_that_folds_training_statistics(tmp_path, monkeypatch):
+    cfg = params(**{"features.dtype": "float32"}).features
+    frame = fold_manifest(tmp_path)
+    out = tmp_path / "features.h5"
+    metrics = build_cache(frame, cfg, out, 1)
+    assert metrics["clips"] == {f"fold{k}": 2 for k in range(5)}
+    direct = {row.clip: LogMel(cfg).from_file(row.audio_path) for row in frame.itertuples()}
+    for fold in range(5):
+        speakers = {split: {s for s, f, d in FOLDS if (f == fold if split == "test" else
+                                                         (d >> fold) & 1 if split == "dev" else
+                                                         f != fold and not (d >> fold) & 1)}
+                    for split in ("train", "dev", "test")}
+        for lazy in (False, True):
+            monkeypatch.setenv("ACENTO_IN_MEMORY_BYTES", "1" if lazy else str(1 << 30))
+            for split in ("train", "dev", "test"):
+                with SplitData(out, split, fold) as data:
+                    assert data.lazy == lazy
+                    expected = frame[frame["speaker"].isin(speakers[split])]["clip"].tolist()
+                    assert data.clips.tolist() == expected, (fold, split)  # in manifest order
+                    for i, clip in enumerate(data.clips):
+                        np.testing.assert_allclose(data.clip(i), direct[clip], rtol=1e-5, atol=1e-5)
+                    train = np.concatenate([direct[c] for c in frame[frame["speaker"].isin(speakers["train"])]["clip"]])
+                    np.testing.assert_allclose(data.mean, train.mean(0), rtol=1e-4, atol=1e-4)
+                    np.testing.assert_allclose(data.std, train.std(0), rtol=1e-3, atol=1e-3)
+    # a learning curve: training speakers left out of the train split and of its statistics
+    with SplitData(out, "train", 0, drop_speakers={"s2"}) as data:
+        assert set(data.speakers) == {"s1", "s3"}  # fold 0: s0 test, s4 dev, s1-s3 train
+        kept = np.concatenate([direct[c] for c in frame[frame["speaker"].isin({"s1", "s3"})]["clip"]])
+        np.testing.assert_allclose(data.mean, kept.mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_a_fold_the_cache_lacks_or_an_old_cache_is_one_line_to_rebuild(tmp_path):
+    out = tmp_path / "features.h5"
+    build_cache(fold_manifest(tmp_path), params().features, out, 1)
+    with pytest.raises(StageError, match=r"a cache of 5 cross-validation folds: it has no fold 5; set data.fold to "
+                                         r"0 .. 4"):
+        SplitData(out, "test", 5)
+    with pytest.raises(StageError, match=r"5 cross-validation folds: give the test fold \(data.fold\)"):
+        SplitData(out, "test")
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as h5:  # format 1: one group per split, the training statistics as attributes
+        for split in ("train", "dev", "test"):
+            h5.create_group(split)
+        h5.attrs.update({"classes": "[]", "features": "{}", "mean": np.zeros(2), "std": np.ones(2)})
+    with pytest.raises(StageError) as err:
+        SplitData(old, "train")
+    assert str(err.value) == (f"{old}: a feature cache of an older format (this version reads format 2); "
+                              "rebuild: dvc repro --force features")
 
 
 def test_features_match_a_direct_computation(tmp_path):
@@ -68,8 +143,8 @@ def test_features_match_a_direct_computation(tmp_path):
     frame = manifest(tmp_path, BASIC)
     build_cache(frame, cfg, tmp_path / "f.h5", 1)
     direct = LogMel(cfg).from_file(frame.audio_path[3])
-    with h5py.File(tmp_path / "f.h5") as h5:
-        np.testing.assert_allclose(h5["test/frames"][()], direct, rtol=1e-5, atol=1e-5)
+    with SplitData(tmp_path / "f.h5", "test") as test:
+        np.testing.assert_allclose(test.clip(0), direct, rtol=1e-5, atol=1e-5)
 
 
 def test_corrupt_empty_and_missing_clips_are_skipped_and_counted(tmp_path):
@@ -104,15 +179,15 @@ def test_interrupted_run_leaves_no_half_written_file(tmp_path, monkeypatch):
     import pipeline.cache as cache
 
     calls = {"n": 0}
-    real_add = cache.SplitWriter.add
+    real_add = cache.CacheWriter.add
 
-    def add_then_die(self, *args):
+    def add_then_die(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        real_add(self, *args)
+        real_add(self, *args, **kwargs)
 
-    monkeypatch.setattr(cache.SplitWriter, "add", add_then_die)
+    monkeypatch.setattr(cache.CacheWriter, "add", add_then_die)
     out = tmp_path / "features.h5"
     out.write_bytes(b"previous complete output")
     with pytest.raises(KeyboardInterrupt):

@@ -83,7 +83,7 @@ def test_split_is_deterministic_and_follows_the_seed(tmp_path):
     a, _ = run(tmp_path, [dict(r) for r in rows])
     b, _ = run(tmp_path, [dict(r) for r in reversed(rows)])
     c, _ = run(tmp_path, [dict(r) for r in rows], **{"data.seed": 7})
-    key = ["clip", "split"]
+    key = ["clip", "split", "fold", "dev_folds"]
     pd.testing.assert_frame_equal(a[key].sort_values("clip").reset_index(drop=True),
                                   b[key].sort_values("clip").reset_index(drop=True))
     assert not a[key].sort_values("clip").reset_index(drop=True).equals(c[key].sort_values("clip").reset_index(drop=True))
@@ -122,26 +122,68 @@ def test_stage_writes_manifest_and_metrics(tmp_path):
     prepare_run(params(), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
                                               metrics=tmp_path / "data.json"))
     manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t")
-    assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "duration"]
-    assert json.loads((tmp_path / "data.json").read_text())["clips"]["train"]
+    assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "fold",
+                                      "dev_folds", "duration"]
+    assert json.loads((tmp_path / "data.json").read_text())["clips"]["fold0"]
     assert not list(tmp_path.glob(".m.tsv*")), "no temporary file left behind"
 
 
 def test_folds_are_speaker_disjoint_and_cover_every_labelled_speaker_once(tmp_path):
+    from pipeline.manifest import split_of
+
     rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
-    tests, everyone = [], None
+    manifest, metrics = run(tmp_path, [dict(r) for r in rows], **{"data.folds": 5})
+    assert (manifest["split"] == "").all() and sorted(manifest["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert (manifest.groupby("speaker")[["fold", "dev_folds"]].nunique() == 1).all().all()
+    tests, everyone = [], set(manifest["speaker"])
+    assert len(everyone) == 20
     for fold in range(5):
-        manifest, _ = run(tmp_path / f"f{fold}", [dict(r) for r in rows], **{"data.folds": 5, "data.fold": fold})
-        by_split = {s: set(manifest[manifest["split"] == s]["speaker"]) for s in SPLITS}
+        split = split_of(manifest["split"], manifest["fold"], manifest["dev_folds"], fold)
+        by_split = {s: set(manifest[split == s]["speaker"]) for s in SPLITS}
         assert not (by_split["train"] & by_split["dev"]) and not (by_split["train"] & by_split["test"])
         assert not (by_split["dev"] & by_split["test"])
-        everyone = everyone or set(manifest["speaker"])
-        assert set(manifest["speaker"]) == everyone  # each fold uses every labelled speaker
-        # stratified: each class has speakers in the test fold (10 per class, 5 folds: 2 each)
-        assert manifest[manifest["split"] == "test"].groupby("label")["speaker"].nunique().tolist() == [2, 2]
+        assert set().union(*by_split.values()) == everyone  # each fold uses every labelled speaker
+        # stratified: each class has speakers in the test fold (10 per class, 5 folds: 2 each); dev is a
+        # quarter of the other 16 (dev / (train + dev) = 0.2 / 0.8), stratified too
+        assert manifest[split == "test"].groupby("label")["speaker"].nunique().tolist() == [2, 2]
+        assert manifest[split == "dev"].groupby("label")["speaker"].nunique().tolist() == [2, 2]
+        assert metrics["speakers"][f"fold{fold}"] == {"america": 2, "espana": 2}
         tests.append(by_split["test"])
     assert sum(len(t) for t in tests) == len(everyone) and set().union(*tests) == everyone
-    assert len(everyone) == 20
+    assert set(metrics["clips"]) == {f"fold{k}" for k in range(5)}
+
+
+def test_the_manifest_does_not_depend_on_data_fold(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
+    a, _ = run(tmp_path / "a", [dict(r) for r in rows], **{"data.folds": 5, "data.fold": 0})
+    b, _ = run(tmp_path / "b", [dict(r) for r in rows], **{"data.folds": 5, "data.fold": 3})
+    pd.testing.assert_frame_equal(a.drop(columns="audio_path"), b.drop(columns="audio_path"))
+
+
+def test_each_folds_split_is_the_one_prepare_made_for_that_fold_alone(tmp_path):
+    """Known answer: the splits before the fold moved to train time (one StratifiedGroupKFold cut per
+    data.fold, as prepare made them then), for every fold."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from pipeline.manifest import split_of
+
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=3)
+    manifest, _ = run(tmp_path, [dict(r) for r in rows], **{"data.folds": 5, "data.seed": 7})
+    frame = manifest.sort_values("clip").reset_index(drop=True)
+    # the row order prepare splits in: the release's, which here is the clip names' order
+    labels, speakers = frame["label"].to_numpy(), frame["speaker"].to_numpy()
+    for fold in range(5):
+        outer = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=7)
+        test = np.zeros(len(frame), bool)
+        test[list(outer.split(frame, labels, speakers))[fold][1]] = True
+        rest = np.flatnonzero(~test)
+        inner = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=7)
+        dev = np.zeros(len(frame), bool)
+        dev[rest[next(inner.split(rest, labels[rest], speakers[rest]))[1]]] = True
+        expected = np.where(test, "test", np.where(dev, "dev", "train"))
+        got = split_of(frame["split"], frame["fold"], frame["dev_folds"], fold)
+        assert got.tolist() == expected.tolist(), fold
 
 
 @pytest.mark.parametrize("sentence, kept, malformed", [("Primera línea\nsegunda línea", 20, 0), ("uno\tdos", 19, 1)])
