@@ -109,7 +109,8 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
         train_acc = np.mean([r["accuracy"] for r in group["best_train"]])
         dev_acc = np.mean([r["accuracy"] for r in group["best_dev"]])
         row = {"variant": variant, "base": group.iloc[0]["base"],
-               "train_fraction": float(group.iloc[0].get("train_fraction", 1.0)), "cell": cell, "pooled_balanced_accuracy": round(pooled["value"], 4),
+               "train_fraction": float(group.iloc[0].get("train_fraction", 1.0)), "cell": cell,
+               "pooled_balanced_accuracy": round(pooled["value"], 4),
                "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
                "train_accuracy": round(float(train_acc), 3), "dev_accuracy": round(float(dev_acc), 3),
                "gap": round(float(train_acc - dev_acc), 3), "folds": len(by_fold), "seeds": len(per_seed),
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or [None]
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
             (f"x{len(seeds)}seeds" if len(seeds) > 1 else "")
-        jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f, "seed": seed, "cache": str(cache),
+        jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f,
+                 "seed": seed, "cache": str(cache),
                  "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch),
                  **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
                     if args.keep_models else {})}
