@@ -227,7 +227,7 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
     (a learning curve).  Returns the stage metrics: best dev scores,
     epochs, training seconds (the epoch loops, not validation) and clips per second.
     """
-    trainer = Trainer(params, cache)
+    trainer = Trainer(params, cache, drop_speakers)
     stopper = EarlyStopping(params.train.early_stopping_patience)
     train_seconds, epochs_run = 0.0, 0
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:

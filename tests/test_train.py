@@ -38,6 +38,20 @@ def test_training_writes_model_metrics_and_curves(cache, tmp_path):
     assert json.loads((tmp_path / "live" / "metrics.json").read_text())["step"] == 2
 
 
+def test_speakers_left_out_are_neither_trained_on_nor_in_the_normalisation(cache, tmp_path):
+    # a learning-curve point (ablate --train-fraction): half of the training speakers left out
+    with SplitData(cache, "train") as full:
+        dropped = set(sorted(set(full.speakers))[::2])
+    with SplitData(cache, "train", drop_speakers=dropped) as kept:
+        assert 0 < len(kept) < len(full) and not dropped & set(kept.speakers)
+        mean = kept.mean
+    metrics = train(params(**TINY), cache, tmp_path / "m.pt", tmp_path / "live", drop_speakers=dropped)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    np.testing.assert_allclose(ckpt["mean"].numpy(), mean, rtol=1e-6)
+    assert np.abs(ckpt["mean"].numpy() - full.mean).max() > 1e-3  # the full split's statistics differ
+    assert metrics["epochs_run"] == 3
+
+
 def test_early_stopping_stops_before_the_epoch_limit(cache, tmp_path):
     metrics = train(params(**{**TINY, "train.epochs": 40, "train.early_stopping_patience": 1, "train.lr": 1e-9}),
                     cache, tmp_path / "m.pt", tmp_path / "live")
