@@ -248,8 +248,8 @@ def plot_learning_curves(rows: list[dict], out: Path) -> None:
     for row in rows:
         if row.get("seeds", 1) == 1:
             curves.setdefault((row["base"], row["cell"]), []).append(row)
-    curves = {key: sorted(points, key=lambda r: r.get("train_fraction", 1.0)) for key, points in curves.items()
-              if len({r.get("train_fraction", 1.0) for r in points}) > 1}
+    share = lambda row: row.get("train_fraction") or 1.0  # noqa: E731 (rows written before the field: 1)
+    curves = {key: sorted(points, key=share) for key, points in curves.items() if len({share(r) for r in points}) > 1}
     if not curves:
         return
     import matplotlib
@@ -259,7 +259,7 @@ def plot_learning_curves(rows: list[dict], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for (base, cell), points in curves.items():
-        x = [100 * r.get("train_fraction", 1.0) for r in points]
+        x = [100 * share(r) for r in points]
         y = np.array([r["pooled_balanced_accuracy"] for r in points])
         err = np.array([[v - r["ci_low"], r["ci_high"] - v] for v, r in zip(y, points)]).T
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{base} {cell.upper()}")

@@ -91,6 +91,7 @@ def run_fold(job: dict) -> dict:
         shutil.move(work / "model.pt", job["keep"])
     shutil.rmtree(work, ignore_errors=True)
     return {**{k: job[k] for k in ("variant", "base", "cell", "fold")}, "seed": params.train.seed,
+            "train_fraction": job.get("train_fraction", 1.0),
             "best_dev": metrics["best_dev"],
             "best_train": metrics["best_train"], "best_epoch": metrics["best_epoch"],
             "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],

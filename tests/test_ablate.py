@@ -98,7 +98,9 @@ def test_seeds_are_averaged_per_clip_and_each_seed_is_reported():
     assert summarise(runs[:1], folds=1, n_seeds=2) == []  # a seed still running
     [row] = summarise(runs, folds=1, n_seeds=2)
     assert row["pooled_balanced_accuracy"] == 1.0 and row["per_seed"] == [0.5, 0.5] and row["seeds"] == 2
-    assert row["base"] == "default"
+    assert row["base"] == "default" and row["train_fraction"] == 1.0
+    half = [{**run, "variant": "default@0.5", "train_fraction": 0.5} for run in runs]
+    assert summarise(half, folds=1, n_seeds=2)[0]["train_fraction"] == 0.5
 
 
 def test_a_learning_curve_is_drawn_for_a_variant_measured_at_several_shares(tmp_path):
