@@ -176,9 +176,12 @@ class AccentModel:
                 "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
     def save(self, path: str | Path) -> None:
-        """Writes the model file atomically (nothing at `path` unless it is whole)."""
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(self.checkpoint(), tmp)
+        """Writes the model file atomically (nothing at `path` unless it is whole); the same model gives the same
+        bytes, so `dvc.lock` does not change when a rerun trains the same weights."""
+        # Through a file object: torch names the archive inside the file after the path it is given (here a
+        # random temporary name), which would make two saves of the same weights differ byte for byte.
+        with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+            torch.save(self.checkpoint(), fh)
 
     def describe(self) -> dict:
         """What the service's /health says about the model: cell, classes, feature and network settings."""

@@ -76,3 +76,9 @@ def test_an_ensemble_file_without_members_is_reported(tmp_path):
     torch.save({"format": FORMAT, "version": ENSEMBLE_VERSION, "members": [{"model": "lstm"}]}, tmp_path / "e.pt")
     with pytest.raises(ModelFileError, match="without n_mels"):
         AccentModel.load(tmp_path / "e.pt")
+
+
+def test_the_same_model_saved_twice_gives_the_same_bytes(model, tmp_path):
+    model.save(tmp_path / "a.pt")
+    model.save(tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
