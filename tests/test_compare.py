@@ -80,6 +80,7 @@ def test_summary_pools_folds_and_pairs_the_cells():
     assert lstm["pooled_balanced_accuracy"]["value"] == pytest.approx(0.5)
     assert lstm["balanced_accuracy_mean"] == pytest.approx(0.5) and lstm["balanced_accuracy_sd"] == 0
     assert lstm["pooled_speaker_accuracy"] == pytest.approx(0.5)
+    assert gru["pooled_balanced_accuracy"]["value"] == pytest.approx(0.5)  # the same answers as LSTM here
     d = summary["default"]["gru_minus_lstm"]
     assert d["difference"] == 0 and d["verdict"].startswith("No significant difference")
 

@@ -5,7 +5,6 @@ committed metrics silently describe old code.
 """
 
 import ast
-from pathlib import Path
 
 import yaml
 

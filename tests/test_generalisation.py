@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from pipeline.cache import SplitData

@@ -22,7 +22,7 @@ def test_training_is_deterministic_for_a_seed(cache, tmp_path):
     wa = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = train(params(**TINY, **{"train.seed": 1}), cache, tmp_path / "c.pt", tmp_path / "live_c")
+    train(params(**TINY, **{"train.seed": 1}), cache, tmp_path / "c.pt", tmp_path / "live_c")
     wc = torch.load(tmp_path / "c.pt", weights_only=True)["state_dict"]
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
