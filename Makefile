@@ -33,8 +33,8 @@ test-fast: $(STAMP)  ## unit tests only (skips the end-to-end DVC run)
 bench: $(STAMP)  ## benchmarks: features, training (packed vs padded RNN), prediction, CLI start-up, service load; bench/results.md
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.bench
 
-compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset): reports/compare.{md,json,png}
-	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare
+compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset, 3 training seeds): reports/compare.{md,json,png}
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --seeds 1 2 3
 
 compare-all: $(STAMP)  ## the same for the original study's presets (basic, deep, advanced) and the default
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --presets basic deep advanced default
