@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from pipeline.config import CELLS, PARAMS_FILE, PRESETS, preset_overrides
-from pipeline.crossval import build_feature_cache, run_fold
+from pipeline.crossval import build_feature_cache, parse_overrides, run_fold
 from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
 from pipeline.stage import atomic_path, write_json
 
@@ -180,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.train_fraction <= 1:
         print(f"error: --train-fraction {args.train_fraction}: give a share in (0, 1]", file=sys.stderr)
         return 2
-    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    try:
+        extra = parse_overrides(args.set)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     # A plain `kill` (SIGTERM) then still runs the cleanup below instead of leaving the feature cache in /tmp.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

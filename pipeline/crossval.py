@@ -25,6 +25,14 @@ def raw_params(path: Path, overrides: dict) -> dict:
     return apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE ...` of the tools as {key: YAML value}; ValueError naming the item without a `=`."""
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"--set takes KEY=VALUE pairs, got {bad[0]!r}")
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 def build_feature_cache(params_file: Path, scratch: Path, overrides: dict | None = None) -> tuple[Path, int]:
     """The feature cache of the release in params.yaml (with `overrides`, e.g. another `data.source`) and its
     number of folds (data.folds).  It lies in a folder of `scratch` named by the hash of the `data` (less

@@ -26,12 +26,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from pipeline.config import PARAMS_FILE, ConfigError
-from pipeline.crossval import build_feature_cache, raw_params, run_fold
+from pipeline.config import PARAMS_FILE, ConfigError, parse_params
+from pipeline.crossval import build_feature_cache, parse_overrides, raw_params, run_fold
 from pipeline.errors import StageError
-from pipeline.model import ModelFileError
+from pipeline.metrics import speaker_accuracy
+from pipeline.model import AccentModel, ModelFileError
+from pipeline.stats import pooled_balanced_accuracy
 from pipeline.paths import FINAL_MODEL, FINAL_REPORT
 from pipeline.stage import write_json
 
@@ -39,11 +40,6 @@ from pipeline.stage import write_json
 def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: int,
           cache_dir: Path | None = None) -> dict:
     """Trains the fold networks, writes the ensemble to `out` and the summary to `report`; returns it."""
-    from pipeline.config import parse_params
-    from pipeline.metrics import speaker_accuracy
-    from pipeline.model import AccentModel
-    from pipeline.stats import pooled_balanced_accuracy
-
     params = parse_params(raw_params(params_file, overrides))
     if params.data.folds < 2:
         raise StageError(f"{params_file}: data.folds is {params.data.folds}; the final model needs "
@@ -93,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the feature cache here for later runs (default: a temporary folder)")
     args = parser.parse_args(argv)
     try:
-        overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    except ValueError:
-        print(f"error: --set takes KEY=VALUE pairs, got {' '.join(args.set)}", file=sys.stderr)
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         summary = build(args.params, overrides, args.out, args.report, args.workers, args.cache_dir)

@@ -114,3 +114,10 @@ def test_a_learning_curve_is_drawn_for_a_variant_measured_at_several_shares(tmp_
                            "ci_low": 0.25, "ci_high": 0.35}],
                          tmp_path / "two.png")
     assert (tmp_path / "two.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_set_item_without_a_value_is_one_line(capsys):
+    from pipeline.ablate import main
+
+    assert main(["--variants", "default", "--set", "train.epochs"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --set takes KEY=VALUE pairs, got 'train.epochs'"

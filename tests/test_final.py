@@ -35,6 +35,8 @@ def test_bad_overrides_and_single_split_are_one_line_errors(tmp_path, capsys):
     assert "data.folds is 1" in capsys.readouterr().err
     assert main(["--set", "rnn.pooling=median", "--out", str(tmp_path / "f.pt")]) == 2
     assert "rnn.pooling" in capsys.readouterr().err
+    assert main(["--set", "model", "--out", str(tmp_path / "f.pt")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --set takes KEY=VALUE pairs, got 'model'"
     assert not (tmp_path / "f.pt").exists()
 
 
