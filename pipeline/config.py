@@ -149,6 +149,7 @@ class TrainConfig:
     grad_clip: float = field(metadata=_check(min=0))
     class_weights: bool
     label_smoothing: float = field(metadata=_check(min=0, max=1))
+    ema: float = field(metadata=_check(min=0, max=1))
     specaugment: SpecAugmentConfig
     augment: AugmentConfig
     adversary: AdversaryConfig

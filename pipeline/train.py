@@ -128,6 +128,12 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # The weights that are scored and saved: an exponential moving average of the trained ones
+        # when train.ema > 0 (Polyak averaging; torch.optim.swa_utils), else the trained ones.
+        self.averaged = None
+        if cfg.ema > 0:
+            self.averaged = torch.optim.swa_utils.AveragedModel(
+                self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         self.rng = np.random.default_rng(cfg.seed)
         self.inference_batch_size = params.runtime.inference_batch_size
 
@@ -163,6 +169,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.averaged is not None:
+                self.averaged.update_parameters(model)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -180,8 +188,13 @@ class Trainer:
         self.train_data.close()
         self.dev_data.close()
 
+    @property
+    def scored_model(self) -> torch.nn.Module:
+        """The network that dev scores and the model file use: the weight average when train.ema > 0."""
+        return self.model if self.averaged is None else self.averaged.module
+
     def validate(self) -> dict:
-        return validate(self.model, self.dev_data, self.normalise, self.inference_batch_size, self.device,
+        return validate(self.scored_model, self.dev_data, self.normalise, self.inference_batch_size, self.device,
                         self.class_weight)
 
     def step_schedule(self, dev: dict) -> None:
@@ -240,13 +253,13 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
             epochs_run = epoch
             dev = trainer.validate()
             trainer.step_schedule(dev)
-            improved = stopper.update(epoch, dev, trainer.model, train_scores)
+            improved = stopper.update(epoch, dev, trainer.scored_model, train_scores)
             log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
             if stopper.should_stop:
                 print(f"early stop: no better dev macro-F1 for {stopper.stale} epochs")
                 break
 
-    model, data = trainer.model, trainer.train_data
+    model, data = trainer.scored_model, trainer.train_data
     model.load_state_dict(stopper.best_state)
     trainer.close()
     # The feature parameters the cache was built with travel with the model, for `predict`.

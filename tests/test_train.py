@@ -163,3 +163,39 @@ def test_batch_clips_read_in_file_order_come_back_in_batch_order(cache):
     index = np.array([5, 0, 9, 2])
     for got, i in zip(data.clips_at(index), index):
         np.testing.assert_array_equal(got, data.clip(int(i)))
+
+
+def test_ema_scores_and_saves_the_moving_average_of_the_weights(cache, tmp_path):
+    # After each optimiser step the average moves to decay * average + (1 - decay) * weights; the first
+    # step copies the weights.  Recomputed here from the trained weights after every step.
+    decay = 0.7
+    trainer = Trainer(params(**TINY, **{"train.ema": decay}), cache)
+    expected, steps = None, []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        out = step(*args, **kwargs)
+        steps.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+        return out
+
+    trainer.optimizer.step = recording_step
+    trainer.train_one_epoch(1)
+    for weights in steps:
+        expected = weights if expected is None else {
+            k: decay * expected[k] + (1 - decay) * w if w.is_floating_point() else w for k, w in weights.items()}
+    averaged = trainer.scored_model.state_dict()
+    assert len(steps) > 2 and trainer.scored_model is not trainer.model
+    for key, value in expected.items():
+        torch.testing.assert_close(averaged[key], value, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(averaged[k], steps[-1][k]) for k in averaged)  # not simply the last weights
+    # off: the trained weights themselves are scored and saved
+    assert Trainer(params(**TINY), cache).scored_model.__class__.__name__ == "AccentClassifier"
+
+
+def test_the_model_file_holds_the_averaged_weights(cache, tmp_path):
+    train(params(**TINY, **{"train.ema": 0.9}), cache, tmp_path / "ema.pt", tmp_path / "live")
+    train(params(**TINY), cache, tmp_path / "plain.pt", tmp_path / "live2")
+    ema = torch.load(tmp_path / "ema.pt", weights_only=True)["state_dict"]
+    plain = torch.load(tmp_path / "plain.pt", weights_only=True)["state_dict"]
+    assert ema.keys() == plain.keys()  # the same network, loadable by AccentModel
+    assert not all(torch.equal(ema[k], plain[k]) for k in ema)
