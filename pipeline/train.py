@@ -2,7 +2,7 @@
 
 With a cross-validated cache the splits are those of fold `data.fold` (`pipeline.cache.SplitData`),
 and the normalisation statistics are that fold's training split's.  Model selection uses the dev
-split only (best dev macro-F1, early stopping, LR schedule on dev loss); the test split is touched
+split only (best dev macro-F1, early stopping, a plateau schedule's cuts); the test split is touched
 once, by `evaluate`.  The original study chose epochs on its test
 set, which makes its test accuracy optimistic.
 
