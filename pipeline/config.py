@@ -145,7 +145,7 @@ class TrainConfig:
     schedule: str = field(metadata=_check(choices=("plateau", "plateau_loss", "cosine", "constant")))
     lr_factor: float = field(metadata=_check(min=0, max=1, min_exclusive=True))
     lr_patience: int = field(metadata=_check(min=0))
-    early_stopping_patience: int = field(metadata=_check(min=1))
+    early_stopping_patience: int = field(metadata=_check(min=0))
     grad_clip: float = field(metadata=_check(min=0))
     class_weights: bool
     label_smoothing: float = field(metadata=_check(min=0, max=1))

@@ -71,7 +71,7 @@ def validate(model: torch.nn.Module, data: SplitData, normalise: Normaliser, bat
 @dataclass
 class EarlyStopping:
     """Keeps the best dev result (by macro-F1) and its weights; says when `patience` epochs brought
-    nothing better."""
+    nothing better (patience 0: never)."""
     patience: int
     best: dict = field(default_factory=lambda: {"macro_f1": -1.0})
     best_train: dict = field(default_factory=dict)
@@ -92,7 +92,7 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.stale >= self.patience
+        return self.patience > 0 and self.stale >= self.patience
 
 
 class Trainer:

@@ -38,6 +38,7 @@ def test_overrides_leave_their_input_as_it_was():
     ("model", "transformer", "'model' is 'transformer'; allowed: lstm, gru"),
     ("train.lr", "fast", "'train.lr' must be float"),
     ("train.epochs", 0, "'train.epochs' is 0; it must be >= 1"),
+    ("train.early_stopping_patience", -1, "'train.early_stopping_patience' is -1; it must be >= 0"),
     ("data.split_by", "random", "'data.split_by' is 'random'; allowed: speaker, clip"),
     ("rnn.pooling", "min", "'rnn.pooling' is 'min'; allowed: last, mean, attention"),
     ("features.dtype", "int8", "'features.dtype'"),

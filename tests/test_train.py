@@ -58,6 +58,13 @@ def test_early_stopping_stops_before_the_epoch_limit(cache, tmp_path):
     assert metrics["epochs_run"] < 40 and metrics["epochs_run"] == metrics["best_epoch"] + 1
 
 
+def test_patience_zero_never_stops_early(cache, tmp_path):
+    # the same run as above that stops after one epoch without progress, with early stopping off
+    metrics = train(params(**{**TINY, "train.epochs": 5, "train.early_stopping_patience": 0, "train.lr": 1e-9}),
+                    cache, tmp_path / "m.pt", tmp_path / "live")
+    assert metrics["epochs_run"] == 5 and metrics["best_epoch"] < 5
+
+
 def test_bucketing_groups_similar_lengths_and_keeps_every_clip():
     lengths = np.random.default_rng(0).integers(50, 1000, size=1000)
     rng = np.random.default_rng(1)
