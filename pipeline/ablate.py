@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import CELLS, PARAMS_FILE, PRESETS, preset_overrides
-from pipeline.crossval import build_feature_cache, parse_overrides, run_fold
+from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, run_fold
 from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
 from pipeline.stage import atomic_path, write_json
 
@@ -41,7 +41,7 @@ BASELINE = {"normalise.utterance_mean": False, "normalise.utterance_std": False,
             "rnn.num_layers": 2, "rnn.dropout": 0.2, "rnn.pooling": "attention", "rnn.frontend_stride": 4,
             "rnn.frontend_kernel": 5, "train.optimizer": "adam", "train.weight_decay": 0.0,
             "train.schedule": "plateau_loss", "train.class_weights": True, "train.epochs": 30,
-            "train.early_stopping_patience": 6, "train.augment.time_stretch": 0.0, "train.augment.freq_warp": 0.0,
+            "train.early_stopping_patience": 6, "train.dev_speakers": "select", "train.augment.time_stretch": 0.0, "train.augment.freq_warp": 0.0,
             "train.augment.freq_shift": 0, "train.augment.crop": 1.0, "train.specaugment.freq_masks": 0,
             "train.specaugment.time_masks": 0, "train.adversary.weight": 0.0}
 STEPS: list[tuple[str, dict]] = [
@@ -66,7 +66,9 @@ ALTERNATIVES: dict[str, tuple[str, dict]] = {
     # the dev split picks the epoch but stops nothing: on the sample, early stopping on ~40 dev speakers
     # ended some folds at epoch 6-14 with training accuracy 0.22-0.34 (underfit); cosine decay over 40 epochs
     "default:cosine40": ("default", {"train.schedule": "cosine", "train.epochs": 40,
-                                     "train.early_stopping_patience": 40}),
+                                     "train.early_stopping_patience": 40, "train.dev_speakers": "select"}),
+    # the dev speakers pick the epoch instead of training too (the defaults of round 3)
+    "default:dev_select": ("default", {"train.dev_speakers": "select"}),
 }
 
 
@@ -106,13 +108,14 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
             [np.asarray(f[f["seed"] == seed].iloc[0]["probs"]).argmax(1) for f in by_fold]))
             for seed in sorted(group["seed"].unique())]
         train_acc = np.mean([r["accuracy"] for r in group["best_train"]])
-        dev_acc = np.mean([r["accuracy"] for r in group["best_dev"]])
+        dev = [r["accuracy"] for r in group["best_dev"] if r]  # none without a dev split
+        dev_acc = round(float(np.mean(dev)), 3) if dev else None
         row = {"variant": variant, "base": group.iloc[0]["base"],
                "train_fraction": float(group.iloc[0].get("train_fraction", 1.0)), "cell": cell,
                "pooled_balanced_accuracy": round(pooled["value"], 4),
                "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
-               "train_accuracy": round(float(train_acc), 3), "dev_accuracy": round(float(dev_acc), 3),
-               "gap": round(float(train_acc - dev_acc), 3), "folds": len(by_fold), "seeds": len(per_seed),
+               "train_accuracy": round(float(train_acc), 3), "dev_accuracy": dev_acc,
+               "gap": None if dev_acc is None else round(float(train_acc) - dev_acc, 3), "folds": len(by_fold), "seeds": len(per_seed),
                "mean_best_epoch": round(float(group["best_epoch"].mean()), 1),
                "train_seconds_per_fold": round(float(group["train_seconds"].mean()), 1)}
         if len(per_seed) > 1:
@@ -135,8 +138,8 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
     for r in rows:
         name = r["variant"] + (f" (off {ALTERNATIVES[r['variant']][0]})" if r["variant"] in ALTERNATIVES else "")
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} | {r['dev_accuracy']:.3f} "
-                     f"| {r['gap']:+.3f} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} | "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} | {_fmt(r['dev_accuracy'], '.3f')} "
+                     f"| {_fmt(r['gap'], '+.3f')} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
 
@@ -161,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-models", type=Path, default=None,
                         help="keep each run's model file here, as VARIANT-CELL-fFOLD[-sSEED].pt (e.g. to make an "
                              "ensemble of the fold models with pipeline.model.AccentModel.ensemble; default: deleted)")
+    parser.add_argument("--predictions", type=Path, default=None,
+                        help="also write every run's test-fold probabilities, with the clips' speakers and labels, "
+                             "to this JSON file (to compare two rows clip by clip: pipeline.stats.paired_difference)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the feature cache (every fold's clips, decoded once) here and reuse it in later "
                              "runs with the same data and features params (default: a temporary folder, removed "
@@ -203,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.workers) as pool:
             for run in pool.map(run_fold, jobs):
                 runs.append(run)
-                print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: dev macro-F1 "
-                      f"{run['best_dev']['macro_f1']:.3f} (train acc {run['best_train'].get('accuracy', 0):.3f}) "
-                      f"epoch {run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
+                print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: "
+                      f"{describe_epoch(run)} (train acc {run['best_train'].get('accuracy', 0):.3f}), "
+                      f"{run['train_seconds']:.0f} s", flush=True)
                 if run["fold"] == folds - 1:  # perhaps a variant and cell complete: the report so far
                     report = write_report(runs, args, argv, table, extra, start, folds, len(seeds))
+                    if args.predictions:
+                        write_json(args.predictions, {"command": command_line(argv), "runs": runs})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(report)
@@ -223,9 +231,19 @@ def merge_rows(previous: list[dict], new: list[dict], order: list[str]) -> list[
     return sorted(rows, key=lambda r: (rank.get(r["variant"], len(rank)), r["cell"] != "lstm"))
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    """A table cell: the value formatted, or "–" when there is none (no dev split)."""
+    return "–" if value is None else format(value, spec)
+
+
+def command_line(argv: list[str] | None) -> str:
+    """This invocation as a command a reader can rerun."""
+    return ("python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+
+
 def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | None, table: dict, extra: dict,
                  start: float, folds: int, n_seeds: int) -> str:
-    command = ("python -m pipeline.ablate " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line(argv)
     minutes = (time.perf_counter() - start) / 60
     new = [{**row, "overrides": {**table[row["base"]], **extra}, "command": command}
            for row in summarise(runs, folds, n_seeds)]

@@ -164,12 +164,14 @@ class SplitData:
 
     split: train | dev | test.  fold: the test fold (`data.fold`) of a cross-validated cache; a cache of
     one split ignores it.  drop_speakers: training speakers left out of the train split and of the
-    statistics (a learning curve, `pipeline.crossval`).  Clips keep the cache's order (the manifest's).
+    statistics (a learning curve, `pipeline.crossval`).  dev_trains: the dev speakers' clips belong to the
+    train split (and its statistics), and the dev split is empty (`train.dev_speakers: train`).  Clips keep the cache's order (the manifest's).
     Holds the HDF5 file open for lazy reads: `close()` it, or use it as a context manager.
     StageError (one line) for a missing, locked, foreign or old cache, or a fold the cache does not have.
     """
 
-    def __init__(self, path: str | Path, split: str, fold: int | None = None, drop_speakers: Iterable[str] = ()):
+    def __init__(self, path: str | Path, split: str, fold: int | None = None, drop_speakers: Iterable[str] = (),
+                 dev_trains: bool = False):
         self.path = Path(path)
         self._file = open_cache(self.path)
         if split not in SPLITS:
@@ -186,6 +188,8 @@ class SplitData:
         speakers = group["speakers"].asstr()[()]
         splits = split_of(group["split"].asstr()[()], group["fold"][()], group["dev_folds"][()],
                           self.fold if self.fold is not None else -1)
+        if dev_trains:
+            splits = np.where(splits == "dev", "train", splits)
         train = splits == "train"
         dropped = set(drop_speakers)
         if dropped:

@@ -150,6 +150,7 @@ class TrainConfig:
     class_weights: bool
     label_smoothing: float = field(metadata=_check(min=0, max=1))
     ema: float = field(metadata=_check(min=0, max=1))
+    dev_speakers: str = field(metadata=_check(choices=("select", "train")))
     specaugment: SpecAugmentConfig
     augment: AugmentConfig
     adversary: AdversaryConfig
@@ -269,6 +270,11 @@ def _cross_check(p: Params) -> None:
                           "speakers); set data.folds: 0 for the random clip split")
     if p.data.min_seconds >= p.data.max_seconds:
         raise ConfigError("params.yaml: 'data.min_seconds' must be below 'data.max_seconds'")
+    t = p.train
+    if t.dev_speakers == "train" and (t.schedule not in ("cosine", "constant") or t.early_stopping_patience):
+        raise ConfigError(f"params.yaml: 'train.dev_speakers' is 'train' (no dev split: the last epoch is kept), "
+                          f"which needs 'train.schedule' cosine or constant (is {t.schedule}) and "
+                          f"'train.early_stopping_patience' 0 (is {t.early_stopping_patience}): both read the dev split")
     f = p.features
     if p.rnn.frontend_kernel % 2 == 0:
         raise ConfigError(f"params.yaml: 'rnn.frontend_kernel' is {p.rnn.frontend_kernel}; it must be odd "

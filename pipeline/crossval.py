@@ -66,6 +66,13 @@ def speakers_left_out(speakers: np.ndarray, labels: np.ndarray, fraction: float,
     return dropped
 
 
+def describe_epoch(run: dict) -> str:
+    """How a run's kept epoch was chosen, for progress lines: its dev macro-F1, or "last" without a dev split."""
+    dev = run["best_dev"]
+    chosen = f"dev macro-F1 {dev['macro_f1']:.3f} at epoch" if dev else "no dev split, last epoch"
+    return f"{chosen} {run['best_epoch']}/{run['epochs_run']}"
+
+
 def run_fold(job: dict) -> dict:
     """Trains one configuration on one fold of the cache; returns its test-fold probabilities and dev/train scores.
 
@@ -87,7 +94,7 @@ def run_fold(job: dict) -> dict:
     work = Path(job["scratch"]) / f"{job['variant']}-{job['cell']}-{job['fold']}-{params.train.seed}"
     dropped: set[str] = set()
     if job.get("train_fraction", 1) < 1:
-        with SplitData(job["cache"], "train", job["fold"]) as full:
+        with SplitData(job["cache"], "train", job["fold"], dev_trains=params.train.dev_speakers == "train") as full:
             dropped = speakers_left_out(full.speakers, full.labels, job["train_fraction"], params.data.seed)
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live", dropped)

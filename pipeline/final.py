@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PARAMS_FILE, ConfigError, parse_params
-from pipeline.crossval import build_feature_cache, parse_overrides, raw_params, run_fold
+from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, raw_params, run_fold
 from pipeline.errors import StageError
 from pipeline.metrics import speaker_accuracy
 from pipeline.model import AccentModel, ModelFileError
@@ -54,8 +54,7 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
         with ProcessPoolExecutor(max(1, workers)) as pool:
             for run in pool.map(run_fold, jobs):
                 runs.append(run)
-                print(f"fold {run['fold']}: dev macro-F1 {run['best_dev']['macro_f1']:.3f} at epoch "
-                      f"{run['best_epoch']}/{run['epochs_run']}, {run['train_seconds']:.0f} s", flush=True)
+                print(f"fold {run['fold']}: {describe_epoch(run)}, {run['train_seconds']:.0f} s", flush=True)
         members = [AccentModel.load(job["keep"]) for job in jobs]
         AccentModel.ensemble(members).save(out)
     speakers = np.concatenate([r["speakers"] for r in runs])
@@ -69,7 +68,7 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
                                "speaker_accuracy": round(speaker_accuracy(speakers, labels, probs), 4),
                                "clips": int(len(labels)), "speakers": int(len(set(speakers)))},
         "folds": [{"fold": r["fold"], "best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"],
-                   "dev_macro_f1": r["best_dev"]["macro_f1"]} for r in runs],
+                   "dev_macro_f1": r["best_dev"].get("macro_f1")} for r in runs],
         "overrides": overrides, "minutes": round((time.perf_counter() - start) / 60, 1),
     }
     write_json(report, summary)

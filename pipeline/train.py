@@ -3,7 +3,8 @@
 With a cross-validated cache the splits are those of fold `data.fold` (`pipeline.cache.SplitData`),
 and the normalisation statistics are that fold's training split's.  Model selection uses the dev
 split only (best dev macro-F1, early stopping, a plateau schedule's cuts); the test split is touched
-once, by `evaluate`.  The original study chose epochs on its test
+once, by `evaluate`.  With `train.dev_speakers: train` the dev speakers are trained on as well and the
+last epoch is kept: no dev split at all, an epoch count chosen beforehand by cross-validation.  The original study chose epochs on its test
 set, which makes its test accuracy optimistic.
 
 The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
@@ -104,9 +105,10 @@ class Trainer:
         self.device = select_device(params.runtime.device)
         configure_torch(self.device, params.runtime.num_threads, deterministic=True)
         # fold data.fold of a cross-validated cache: its other folds' speakers are train and dev
-        self.train_data = SplitData(cache, "train", params.data.fold, drop_speakers)
-        self.dev_data = SplitData(cache, "dev", params.data.fold, drop_speakers)
-        if len(self.dev_data) == 0:
+        self.has_dev = cfg.dev_speakers == "select"
+        self.train_data = SplitData(cache, "train", params.data.fold, drop_speakers, dev_trains=not self.has_dev)
+        self.dev_data = SplitData(cache, "dev", params.data.fold, drop_speakers, dev_trains=not self.has_dev)
+        if self.has_dev and len(self.dev_data) == 0:
             raise StageError("the dev split is empty; give data.split.dev a larger share or add speakers")
         n_classes = len(self.train_data.classes)
         self.model = AccentClassifier(self.train_data.feature_config.n_mels, n_classes, params.model,
@@ -194,6 +196,9 @@ class Trainer:
         return self.model if self.averaged is None else self.averaged.module
 
     def validate(self) -> dict:
+        """Dev scores of the scored model; {} without a dev split (`train.dev_speakers: train`)."""
+        if not self.has_dev:
+            return {}
         return validate(self.scored_model, self.dev_data, self.normalise, self.inference_batch_size, self.device,
                         self.class_weight)
 
@@ -221,19 +226,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_sche
 
 def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improved: bool) -> None:
     """One dvclive step and one printed line per epoch (the line, unlike a progress bar, suits logs)."""
-    row = {"train/loss": train["loss"], "train/accuracy": train["accuracy"], "dev/loss": dev["loss"],
-           "dev/accuracy": dev["accuracy"], "dev/macro_f1": dev["macro_f1"], "lr": lr}
+    row = {"train/loss": train["loss"], "train/accuracy": train["accuracy"],
+           **{f"dev/{k}": dev[k] for k in ("loss", "accuracy", "macro_f1") if k in dev}, "lr": lr}
     for key, value in row.items():
         live.log_metric(key, value)
     live.next_step()
-    print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} acc {train['accuracy']:.3f}  "
-          f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.3f} macro-F1 {dev['macro_f1']:.3f}  "
+    dev_text = f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.3f} macro-F1 {dev['macro_f1']:.3f}  " if dev else ""
+    print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} acc {train['accuracy']:.3f}  {dev_text}"
           f"lr {lr:.2g}{'  *' if improved else ''}", flush=True)
 
 
 def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_speakers: Iterable[str] = ()) -> dict:
-    """Trains on the cache's train split of fold `params.data.fold`, picks the epoch on its dev split,
-    writes the model file with that training split's normalisation statistics.
+    """Trains on the cache's train split of fold `params.data.fold`, picks the epoch on its dev split
+    (or keeps the last, training on the dev speakers too: `train.dev_speakers: train`), writes the model
+    file with that training split's normalisation statistics.
 
     cache: HDF5 feature cache (`pipeline.cache`); model_out: model file (`model.AccentModel`);
     live_dir: dvclive folder for the per-epoch curves; drop_speakers: training speakers left out
@@ -253,19 +259,24 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
             epochs_run = epoch
             dev = trainer.validate()
             trainer.step_schedule(dev)
-            improved = stopper.update(epoch, dev, trainer.scored_model, train_scores)
+            if dev:
+                improved = stopper.update(epoch, dev, trainer.scored_model, train_scores)
+            else:  # no dev split: the last epoch is the one kept
+                stopper.best_epoch, stopper.best_train, improved = epoch, dict(train_scores), False
             log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
             if stopper.should_stop:
                 print(f"early stop: no better dev macro-F1 for {stopper.stale} epochs")
                 break
 
     model, data = trainer.scored_model, trainer.train_data
-    model.load_state_dict(stopper.best_state)
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
     trainer.close()
     # The feature parameters the cache was built with travel with the model, for `predict`.
     AccentModel(model, data.classes, data.feature_config, trainer.normalise, device=trainer.device).save(model_out)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
-            "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()},
+            # {} without a dev split
+            "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items() if trainer.has_dev},
             # training-split scores of the chosen epoch (with augmentation on): the gap to best_dev
             # is how much the model learned that does not carry over to new speakers
             "best_train": {k: round(float(v), 4) for k, v in stopper.best_train.items()},
@@ -283,8 +294,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     metrics = train(params, Path(args.cache), Path(args.out), Path(args.live))
     write_json(args.metrics, {k: v for k, v in metrics.items() if k not in TIMING_KEYS})
     write_json(args.timing, {k: metrics[k] for k in TIMING_KEYS})
-    print(f"{params.model}: best dev macro-F1 {metrics['best_dev']['macro_f1']:.3f} at epoch "
-          f"{metrics['best_epoch']} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f} s -> {args.out}")
+    chosen = (f"best dev macro-F1 {metrics['best_dev']['macro_f1']:.3f} at epoch {metrics['best_epoch']}"
+              if metrics["best_dev"] else f"no dev split, epoch {metrics['best_epoch']} kept")
+    print(f"{params.model}: {chosen} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f} s -> {args.out}")
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -105,3 +105,15 @@ def untrained_model(path: Path, cell: str = "lstm", seed: int = 0) -> Path:
     normaliser = Normaliser(p.normalise, np.zeros(n_mels, np.float32), np.ones(n_mels, np.float32))
     AccentModel(network, sorted(p.data.classes), p.features, normaliser).save(path)
     return path
+
+
+def load_script(name: str):
+    """The module of scripts/NAME.py (scripts are not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -71,6 +71,25 @@ def test_a_report_pools_the_folds_and_keeps_earlier_rows(tmp_path):
     assert "| +augment | GRU | 0.750 [" in report
 
 
+def test_runs_without_a_dev_split_report_no_dev_accuracy(tmp_path):
+    import argparse
+    import json
+    import time
+
+    from pipeline.ablate import write_report
+
+    # train.dev_speakers: train: the runs carry no dev scores, the last epoch is kept
+    runs = [{"variant": "default", "base": "default", "cell": "lstm", "fold": f, "seed": 42, "best_dev": {},
+             "best_train": {"accuracy": 0.8}, "best_epoch": 5, "epochs_run": 5, "train_seconds": 1.0,
+             "classes": ["a", "b"], "labels": [0, 1], "probs": [[0.9, 0.1], [0.6, 0.4]], "speakers": [2 * f, 2 * f + 1]}
+            for f in range(2)]
+    report = write_report(runs, argparse.Namespace(out=tmp_path), ["--variants", "default"], variants(), {},
+                          time.perf_counter(), 2, 1)
+    [row] = json.loads((tmp_path / "ablation.json").read_text())["rows"]
+    assert row["dev_accuracy"] is None and row["gap"] is None and row["train_accuracy"] == 0.8
+    assert "| default | LSTM | 0.500 [" in report and "| 0.800 | – | – | 5.0 |" in report
+
+
 def test_a_learning_curve_leaves_out_that_share_of_each_classs_training_speakers():
     from pipeline.crossval import speakers_left_out
 
@@ -121,3 +140,33 @@ def test_a_set_item_without_a_value_is_one_line(capsys):
 
     assert main(["--variants", "default", "--set", "train.epochs"]) == 2
     assert capsys.readouterr().err.strip() == "error: --set takes KEY=VALUE pairs, got 'train.epochs'"
+
+
+def test_two_rows_are_compared_clip_by_clip_over_their_mean_seed(tmp_path, capsys):
+    import json
+
+    from tests.helpers import load_script
+
+    paired = load_script("paired_rows")
+
+    def predictions(name, probs_by_seed):  # one fold, four clips of four speakers, classes a and b
+        runs = [{"variant": name, "cell": "lstm", "fold": 0, "seed": seed, "speakers": ["s1", "s2", "s3", "s4"],
+                 "labels": [0, 0, 1, 1], "probs": probs} for seed, probs in probs_by_seed.items()]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"command": "x", "runs": runs}))
+        return path
+
+    right, wrong = [0.8, 0.2], [0.2, 0.8]
+    # A: clips 2 and 4 wrong in both seeds (0.5)
+    a = predictions("a", {1: [right, wrong, [0.3, 0.7], right], 2: [right, wrong, [0.3, 0.7], right]})
+    # B: seed 1 all right (1.0), seed 2 misses clips 1 and 2 (0.5, no better than A); their mean all right
+    b = predictions("b", {1: [right, [0.6, 0.4], [0.3, 0.7], [0.4, 0.6]],
+                          2: [[0.45, 0.55], [0.45, 0.55], [0.3, 0.7], [0.1, 0.9]]})
+    assert paired.main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "A " in out and ": 0.500 (2 seeds)" in out and ": 1.000 (2 seeds)" in out
+    assert "B − A balanced accuracy +0.500" in out and "B better in 1 of 2 shared seeds" in out
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"runs": [{**r, "labels": [1, 0, 1, 1]} for r in json.loads(b.read_text())["runs"]]}))
+    assert paired.main([str(a), str(other)]) == 2
+    assert "different clips" in capsys.readouterr().err

@@ -52,12 +52,21 @@ def test_overrides_leave_their_input_as_it_was():
     ("data.tsvs", [], "'data.tsvs' must list at least 1 item(s)"),
     ("rnn.head_hidden", [64, -1], "'rnn.head_hidden[1]' is -1; it must be >= 1"),
     ("runtime.device", "tpu", "'runtime.device' is 'tpu'; allowed: auto, cpu, cuda"),
+    ("train.dev_speakers", "test", "'train.dev_speakers' is 'test'; allowed: select, train"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(dotted, value, message):
     with pytest.raises(ConfigError) as err:
         params(**{dotted: value})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("needs", [{"train.schedule": "plateau"}, {"train.early_stopping_patience": 5}])
+def test_training_on_the_dev_speakers_refuses_what_would_read_the_dev_split(needs):
+    with pytest.raises(ConfigError, match=r"'train.dev_speakers' is 'train' \(no dev split") as err:
+        params(**{"train.dev_speakers": "train", **needs})
+    assert "\n" not in str(err.value)
+    params(**{"train.dev_speakers": "train"})  # the defaults (cosine, never stop) need no dev split
 
 
 def test_every_key_is_required_so_params_yaml_is_the_one_source_of_values():

@@ -107,7 +107,7 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
 
     plots = json.loads(run("dvc", "plots", "diff", "--json").stdout)["data"]
     assert sorted(plots["metrics/confusion.json"][0]["revisions"]) == ["HEAD", "workspace"]
-    assert "metrics/training/plots/metrics/dev/macro_f1.tsv" in plots
+    assert "metrics/training/plots/metrics/train/loss.tsv" in plots
 
     shown = json.loads(run("dvc", "exp", "show", "--json").stdout)
     rows = {row["rev"]: row for row in exp_show_rows(shown)}

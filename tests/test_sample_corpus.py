@@ -1,22 +1,12 @@
 """The corpus generator's accent rules, its oracle counts and the oracle ceiling (no espeak-ng needed)."""
 
-import importlib.util
 import random
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 corpus = load_script("make_sample_corpus")

@@ -9,8 +9,9 @@ from pipeline.data import bucketed_batches, iterate
 from pipeline.train import Trainer, class_weights, train
 from tests.helpers import params
 
+# most tests here are about choosing the epoch on the dev speakers
 TINY = {"train.epochs": 3, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
-        "train.batch_size": 4, "runtime.num_threads": 1}
+        "train.batch_size": 4, "runtime.num_threads": 1, "train.dev_speakers": "select"}
 
 
 def test_training_is_deterministic_for_a_seed(cache, tmp_path):
@@ -63,6 +64,26 @@ def test_patience_zero_never_stops_early(cache, tmp_path):
     metrics = train(params(**{**TINY, "train.epochs": 5, "train.early_stopping_patience": 0, "train.lr": 1e-9}),
                     cache, tmp_path / "m.pt", tmp_path / "live")
     assert metrics["epochs_run"] == 5 and metrics["best_epoch"] < 5
+
+
+def test_dev_speakers_can_train_too_and_then_the_last_epoch_is_kept(cache, tmp_path):
+    with SplitData(cache, "train") as train_only, SplitData(cache, "dev") as dev, \
+            SplitData(cache, "train", dev_trains=True) as both, SplitData(cache, "dev", dev_trains=True) as no_dev:
+        assert sorted(both.clips) == sorted([*train_only.clips, *dev.clips]) and len(no_dev) == 0
+        assert np.abs(both.mean - train_only.mean).max() > 1e-3  # the dev clips are in the statistics
+        mean = both.mean
+    p = params(**{**TINY, "train.dev_speakers": "train"})
+    metrics = train(p, cache, tmp_path / "m.pt", tmp_path / "live")
+    assert metrics["best_dev"] == {} and metrics["best_epoch"] == metrics["epochs_run"] == 3
+    assert not (tmp_path / "live" / "plots" / "metrics" / "dev").exists()
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    np.testing.assert_allclose(saved["mean"].numpy(), mean, rtol=1e-6)
+    trainer = Trainer(p, cache)  # the same seed: the same run by hand, every epoch, no dev
+    for epoch in (1, 2, 3):
+        trainer.train_one_epoch(epoch)
+        trainer.step_schedule({})
+    last = trainer.scored_model.state_dict()
+    assert all(torch.equal(saved["state_dict"][k], last[k]) for k in last)
 
 
 def test_bucketing_groups_similar_lengths_and_keeps_every_clip():

@@ -1,0 +1,68 @@
+"""Two ablation rows compared clip by clip: B − A pooled out-of-fold balanced accuracy on the same clips.
+
+Reads two `python -m pipeline.ablate ... --predictions FILE` outputs made on the same cache (same data
+and features params: the same clips in the same order in every fold), averages each clip's probabilities
+over a file's training seeds (as the ablation's rows do), pools the folds and prints each row's pooled
+balanced accuracy, the paired difference with its speaker-bootstrap interval, McNemar's exact test on clip
+correctness and a sign test over speakers (`pipeline.stats.paired_difference`), and how many seeds of B
+beat the same seed of A.
+
+  python scripts/paired_rows.py runs/select/p.json runs/devtrain/p.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.metrics import balanced_accuracy
+from pipeline.stats import paired_difference, verdict
+
+
+def pooled(path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Speakers and labels of every fold's test clips (fold order), and per training seed those clips'
+    probabilities [clips, classes]; the mean over seeds under key -1."""
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    variants = {(r["variant"], r["cell"]) for r in runs}
+    if len(variants) != 1:
+        raise SystemExit(f"error: {path} holds {len(variants)} rows ({sorted(variants)}); give one row per file")
+    folds = sorted({r["fold"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    by = {(r["fold"], r["seed"]): r for r in runs}
+    if len(by) != len(folds) * len(seeds):
+        raise SystemExit(f"error: {path}: not every fold has every seed ({len(by)} runs); rerun the ablation")
+    speakers = np.concatenate([by[f, seeds[0]]["speakers"] for f in folds])
+    labels = np.concatenate([by[f, seeds[0]]["labels"] for f in folds])
+    probs = {s: np.concatenate([np.asarray(by[f, s]["probs"]) for f in folds]) for s in seeds}
+    probs[-1] = np.mean([probs[s] for s in seeds], axis=0)
+    return speakers, labels, probs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path, help="predictions of row A (ablate --predictions)")
+    parser.add_argument("b", type=Path, help="predictions of row B, compared as B − A")
+    args = parser.parse_args(argv)
+    speakers, labels, a = pooled(args.a)
+    speakers_b, labels_b, b = pooled(args.b)
+    if not (np.array_equal(speakers, speakers_b) and np.array_equal(labels, labels_b)):
+        print("error: the two files hold different clips; make both rows on one cache (same data and features "
+              "params)", file=sys.stderr)
+        return 2
+    pred_a, pred_b = a[-1].argmax(1), b[-1].argmax(1)
+    diff = paired_difference(speakers, labels, pred_a, pred_b)
+    shared = sorted(set(a) & set(b) - {-1})
+    wins = sum(balanced_accuracy(labels, b[s].argmax(1)) > balanced_accuracy(labels, a[s].argmax(1)) for s in shared)
+    print(f"A {args.a}: {balanced_accuracy(labels, pred_a):.3f} ({len(a) - 1} seeds)")
+    print(f"B {args.b}: {balanced_accuracy(labels, pred_b):.3f} ({len(b) - 1} seeds)")
+    sign = "" if "sign test" in verdict("A", "B", diff) else f" Speaker sign test p = {diff['sign_test']['p']:.3g}."
+    print(f"{verdict('A', 'B', diff)}{sign} B better in {wins} of {len(shared)} shared seeds.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
