@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -255,6 +256,16 @@ def write_reports(summary: dict, command: str, minutes: float | None) -> None:
     plot(summary, COMPARE_PLOT)
 
 
+# Seconds a freshly started queue worker is given to show up in `dvc queue status` before it counts as missing.
+WORKER_GRACE_SECONDS = 60
+
+
+def missing_workers(status: str, jobs: int) -> int:
+    """How many of `jobs` queue workers `dvc queue status` ("Worker status: 1 active, 0 idle") no longer lists."""
+    found = re.search(r"Worker status: (\d+) active, (\d+) idle", status)
+    return 0 if found is None else max(0, jobs - int(found[1]) - int(found[2]))
+
+
 def run_experiments(commands: list[list[str]], jobs: int) -> int:
     """Queues every experiment and runs `jobs` at a time (`dvc queue start -j`), each in a temporary
     workspace of its own: the user's workspace (params.yaml, dvc.lock, metrics/, uncommitted changes and all)
@@ -270,12 +281,22 @@ def run_experiments(commands: list[list[str]], jobs: int) -> int:
             return 1
     print(f"$ dvc queue start -j {jobs}, then wait for the queue", flush=True)
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], check=True)
+    started = time.monotonic()
     names = {cmd[cmd.index("--name") + 1] for cmd in commands}
     done: set[str] = set()
     while True:
         status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
         rows = [line.split() for line in status.splitlines() if len(line.split()) >= 3]
         ours = {row[1]: row[-1] for row in rows if row[1] in names}
+        missing = missing_workers(status, jobs) if "Queued" in ours.values() else 0
+        if missing and time.monotonic() - started > WORKER_GRACE_SECONDS:
+            # DVC's queue workers share a file-system message broker whose concurrent reads can kill one
+            # (JSONDecodeError: treeverse/dvc-task#73); measured here: one of two workers gone after 15
+            # minutes, and the rest of the queue ran at half speed
+            print(f"a DVC queue worker stopped (a known race of DVC's file-system broker, treeverse/dvc-task#73); "
+                  f"starting {missing} more", flush=True)
+            subprocess.run(["dvc", "queue", "start", "-j", str(missing)], check=True)
+            started = time.monotonic()
         failed = sorted(name for name, state in ours.items() if state == "Failed")
         if failed:
             print(f"error: experiment(s) {', '.join(failed)} failed; see `dvc queue logs NAME`", file=sys.stderr)

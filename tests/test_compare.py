@@ -104,3 +104,35 @@ def test_with_several_seeds_the_verdict_says_how_many_seeds_agree():
     assert d["verdict"].endswith("Each of the 2 training seeds alone: GRU better in 1, LSTM better in 0, "
                                  "no significant difference in 1.")
     assert "per_seed" not in summarise(fake_results(), n_boot=300)["default"]["gru_minus_lstm"]
+
+
+def test_a_queue_worker_that_died_is_replaced_while_runs_are_queued(monkeypatch, capsys):
+    import subprocess
+
+    from pipeline import compare
+
+    # the queue as `dvc queue status` shows it, poll by poll: both workers, then one gone (the broker's
+    # race), then two again once replaced, then every run done
+    queued = "Task  Name  Created  Status\na1  default-lstm-f0  04:23 PM  Running\na2  default-lstm-f1  04:23 PM  Queued\n"
+    polls = iter([queued + "\nWorker status: 2 active, 0 idle", queued + "\nWorker status: 1 active, 0 idle",
+                  queued + "\nWorker status: 2 active, 0 idle",
+                  "a1  default-lstm-f0  04:23 PM  Success\na2  default-lstm-f1  04:23 PM  Success\n"
+                  "\nWorker status: 0 active, 1 idle"])
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd[:4])
+        out = next(polls) if cmd[:3] == ["dvc", "queue", "status"] else ""
+        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    monkeypatch.setattr(compare.time, "sleep", lambda s: None)
+    monkeypatch.setattr(compare, "WORKER_GRACE_SECONDS", -1)
+    commands = [["dvc", "exp", "run", "--queue", "--name", f"default-lstm-f{f}"] for f in (0, 1)]
+    assert compare.run_experiments(commands, jobs=2) == 0
+    starts = [c for c in calls if c[:3] == ["dvc", "queue", "start"]]
+    assert starts == [["dvc", "queue", "start", "-j"]] * 2  # the first start, and one replacement
+    out = capsys.readouterr().out
+    assert "a DVC queue worker stopped" in out and "starting 1 more" in out
+    assert compare.missing_workers("Worker status: 0 active, 1 idle", 2) == 1
+    assert compare.missing_workers("no worker line", 2) == 0
