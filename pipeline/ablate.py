@@ -41,8 +41,9 @@ BASELINE = {"normalise.utterance_mean": False, "normalise.utterance_std": False,
             "rnn.num_layers": 2, "rnn.dropout": 0.2, "rnn.pooling": "attention", "rnn.frontend_stride": 4,
             "rnn.frontend_kernel": 5, "train.optimizer": "adam", "train.weight_decay": 0.0,
             "train.schedule": "plateau_loss", "train.class_weights": True, "train.epochs": 30,
-            "train.early_stopping_patience": 6, "train.dev_speakers": "select", "train.augment.time_stretch": 0.0, "train.augment.freq_warp": 0.0,
-            "train.augment.freq_shift": 0, "train.augment.crop": 1.0, "train.specaugment.freq_masks": 0,
+            "train.early_stopping_patience": 6, "train.dev_speakers": "select", "train.augment.time_stretch": 0.0,
+            "train.augment.freq_warp": 0.0, "train.augment.freq_shift": 0, "train.augment.crop": 1.0,
+            "train.specaugment.freq_masks": 0,
             "train.specaugment.time_masks": 0, "train.adversary.weight": 0.0}
 STEPS: list[tuple[str, dict]] = [
     ("baseline", {}),
@@ -88,6 +89,18 @@ def variants() -> dict[str, dict]:
     return out
 
 
+def pooled_predictions(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray]:
+    """The test clips of one row's runs (one per fold and training seed), pooled in fold order: speakers,
+    labels, each seed's probabilities [clips, classes] and their mean over seeds (the row's prediction)."""
+    folds = sorted({r["fold"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    by = {(r["fold"], r["seed"]): r for r in runs}
+    speakers = np.concatenate([np.asarray(by[f, seeds[0]]["speakers"]) for f in folds])
+    labels = np.concatenate([np.asarray(by[f, seeds[0]]["labels"]) for f in folds])
+    per_seed = {s: np.concatenate([np.asarray(by[f, s]["probs"]) for f in folds]) for s in seeds}
+    return speakers, labels, per_seed, np.mean(list(per_seed.values()), axis=0)
+
+
 def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
     """One row per variant and cell whose `folds` x `n_seeds` runs are all in: the pooled out-of-fold balanced
     accuracy of the seeds' mean probability per clip (one seed: that seed's), with its speaker-bootstrap
@@ -99,14 +112,9 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
     for (variant, cell), group in frame.groupby(["variant", "cell"], sort=False):
         if len(group) < folds * n_seeds:
             continue  # still running
-        by_fold = [fold_runs for _, fold_runs in group.groupby("fold", sort=True)]
-        speakers = np.concatenate([np.asarray(f.iloc[0]["speakers"]) for f in by_fold])
-        labels = np.concatenate([np.asarray(f.iloc[0]["labels"]) for f in by_fold])
-        probs = np.concatenate([np.mean([np.asarray(p) for p in f["probs"]], axis=0) for f in by_fold])
+        speakers, labels, seed_probs, probs = pooled_predictions(group.to_dict("records"))
         pooled = pooled_balanced_accuracy(speakers, labels, probs.argmax(1))
-        per_seed = [balanced_accuracy(labels, np.concatenate(
-            [np.asarray(f[f["seed"] == seed].iloc[0]["probs"]).argmax(1) for f in by_fold]))
-            for seed in sorted(group["seed"].unique())]
+        per_seed = [balanced_accuracy(labels, p.argmax(1)) for p in seed_probs.values()]
         train_acc = np.mean([r["accuracy"] for r in group["best_train"]])
         dev = [r["accuracy"] for r in group["best_dev"] if r]  # none without a dev split
         dev_acc = round(float(np.mean(dev)), 3) if dev else None
@@ -115,7 +123,8 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
                "pooled_balanced_accuracy": round(pooled["value"], 4),
                "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
                "train_accuracy": round(float(train_acc), 3), "dev_accuracy": dev_acc,
-               "gap": None if dev_acc is None else round(float(train_acc) - dev_acc, 3), "folds": len(by_fold), "seeds": len(per_seed),
+               "gap": None if dev_acc is None else round(float(train_acc) - dev_acc, 3),
+               "folds": int(group["fold"].nunique()), "seeds": len(per_seed),
                "mean_best_epoch": round(float(group["best_epoch"].mean()), 1),
                "train_seconds_per_fold": round(float(group["train_seconds"].mean()), 1)}
         if len(per_seed) > 1:
@@ -138,8 +147,9 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
     for r in rows:
         name = r["variant"] + (f" (off {ALTERNATIVES[r['variant']][0]})" if r["variant"] in ALTERNATIVES else "")
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} | {_fmt(r['dev_accuracy'], '.3f')} "
-                     f"| {_fmt(r['gap'], '+.3f')} | {r['mean_best_epoch']:.1f} | {r['train_seconds_per_fold']:.0f} | "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} "
+                     f"| {_fmt(r['dev_accuracy'], '.3f')} | {_fmt(r['gap'], '+.3f')} | {r['mean_best_epoch']:.1f} "
+                     f"| {r['train_seconds_per_fold']:.0f} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
 

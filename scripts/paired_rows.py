@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.ablate import pooled_predictions
 from pipeline.metrics import balanced_accuracy
 from pipeline.stats import paired_difference, verdict
 
@@ -30,16 +31,11 @@ def pooled(path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
     variants = {(r["variant"], r["cell"]) for r in runs}
     if len(variants) != 1:
         raise SystemExit(f"error: {path} holds {len(variants)} rows ({sorted(variants)}); give one row per file")
-    folds = sorted({r["fold"] for r in runs})
-    seeds = sorted({r["seed"] for r in runs})
-    by = {(r["fold"], r["seed"]): r for r in runs}
-    if len(by) != len(folds) * len(seeds):
-        raise SystemExit(f"error: {path}: not every fold has every seed ({len(by)} runs); rerun the ablation")
-    speakers = np.concatenate([by[f, seeds[0]]["speakers"] for f in folds])
-    labels = np.concatenate([by[f, seeds[0]]["labels"] for f in folds])
-    probs = {s: np.concatenate([np.asarray(by[f, s]["probs"]) for f in folds]) for s in seeds}
-    probs[-1] = np.mean([probs[s] for s in seeds], axis=0)
-    return speakers, labels, probs
+    runs_of = {(r["fold"], r["seed"]) for r in runs}
+    if len(runs_of) != len({r["fold"] for r in runs}) * len({r["seed"] for r in runs}):
+        raise SystemExit(f"error: {path}: not every fold has every seed ({len(runs_of)} runs); rerun the ablation")
+    speakers, labels, probs, mean = pooled_predictions(runs)
+    return speakers, labels, {**probs, -1: mean}
 
 
 def main(argv: list[str] | None = None) -> int:
