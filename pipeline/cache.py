@@ -165,7 +165,8 @@ class SplitData:
     split: train | dev | test.  fold: the test fold (`data.fold`) of a cross-validated cache; a cache of
     one split ignores it.  drop_speakers: training speakers left out of the train split and of the
     statistics (a learning curve, `pipeline.crossval`).  dev_trains: the dev speakers' clips belong to the
-    train split (and its statistics), and the dev split is empty (`train.dev_speakers: train`).  Clips keep the cache's order (the manifest's).
+    train split (and its statistics), and the dev split is empty (`train.dev_speakers: train`).  Clips keep
+    the cache's order (the manifest's).
     Holds the HDF5 file open for lazy reads: `close()` it, or use it as a context manager.
     StageError (one line) for a missing, locked, foreign or old cache, or a fold the cache does not have.
     """

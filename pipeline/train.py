@@ -4,8 +4,8 @@ With a cross-validated cache the splits are those of fold `data.fold` (`pipeline
 and the normalisation statistics are that fold's training split's.  Model selection uses the dev
 split only (best dev macro-F1, early stopping, a plateau schedule's cuts); the test split is touched
 once, by `evaluate`.  With `train.dev_speakers: train` the dev speakers are trained on as well and the
-last epoch is kept: no dev split at all, an epoch count chosen beforehand by cross-validation.  The original study chose epochs on its test
-set, which makes its test accuracy optimistic.
+last epoch is kept: no dev split at all, an epoch count chosen beforehand by cross-validation.  The
+original study chose epochs on its test set, which makes its test accuracy optimistic.
 
 The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
 `validate` on dev, `EarlyStopping.update`; at the end the best weights are written with
@@ -91,6 +91,10 @@ class EarlyStopping:
         self.stale += 1
         return False
 
+    def keep_last(self, epoch: int, train: dict) -> None:
+        """Without a dev split: epoch `epoch` (the latest) is the one kept, with the weights the model ends with."""
+        self.best_epoch, self.best_train = epoch, dict(train)
+
     @property
     def should_stop(self) -> bool:
         return self.patience > 0 and self.stale >= self.patience
@@ -107,7 +111,7 @@ class Trainer:
         # fold data.fold of a cross-validated cache: its other folds' speakers are train and dev
         self.has_dev = cfg.dev_speakers == "select"
         self.train_data = SplitData(cache, "train", params.data.fold, drop_speakers, dev_trains=not self.has_dev)
-        self.dev_data = SplitData(cache, "dev", params.data.fold, drop_speakers, dev_trains=not self.has_dev)
+        self.dev_data = SplitData(cache, "dev", params.data.fold, drop_speakers) if self.has_dev else None
         if self.has_dev and len(self.dev_data) == 0:
             raise StageError("the dev split is empty; give data.split.dev a larger share or add speakers")
         n_classes = len(self.train_data.classes)
@@ -188,7 +192,8 @@ class Trainer:
     def close(self) -> None:
         """Closes the cache's train and dev splits."""
         self.train_data.close()
-        self.dev_data.close()
+        if self.dev_data is not None:
+            self.dev_data.close()
 
     @property
     def scored_model(self) -> torch.nn.Module:
@@ -261,8 +266,9 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
             trainer.step_schedule(dev)
             if dev:
                 improved = stopper.update(epoch, dev, trainer.scored_model, train_scores)
-            else:  # no dev split: the last epoch is the one kept
-                stopper.best_epoch, stopper.best_train, improved = epoch, dict(train_scores), False
+            else:
+                stopper.keep_last(epoch, train_scores)
+                improved = False
             log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
             if stopper.should_stop:
                 print(f"early stop: no better dev macro-F1 for {stopper.stale} epochs")
@@ -275,8 +281,7 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
     # The feature parameters the cache was built with travel with the model, for `predict`.
     AccentModel(model, data.classes, data.feature_config, trainer.normalise, device=trainer.device).save(model_out)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
-            # {} without a dev split
-            "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items() if trainer.has_dev},
+            "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()} if trainer.has_dev else {},
             # training-split scores of the chosen epoch (with augmentation on): the gap to best_dev
             # is how much the model learned that does not carry over to new speakers
             "best_train": {k: round(float(v), 4) for k, v in stopper.best_train.items()},
