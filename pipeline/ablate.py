@@ -24,14 +24,13 @@ import signal
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import CELLS, PARAMS_FILE, PRESETS, preset_overrides
-from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, run_fold
+from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, run_folds
 from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
 from pipeline.stage import atomic_path, write_json
 
@@ -216,16 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                     if args.keep_models else {})}
                 for v in chosen for c in args.cells for seed in seeds for f in range(folds)]
         runs, report = [], ""
-        with ProcessPoolExecutor(args.workers) as pool:
-            for run in pool.map(run_fold, jobs):
-                runs.append(run)
-                print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: "
-                      f"{describe_epoch(run)} (train acc {run['best_train'].get('accuracy', 0):.3f}), "
-                      f"{run['train_seconds']:.0f} s", flush=True)
-                if run["fold"] == folds - 1:  # perhaps a variant and cell complete: the report so far
-                    report = write_report(runs, args, argv, table, extra, start, folds, len(seeds))
-                    if args.predictions:
-                        write_json(args.predictions, {"command": command_line(argv), "runs": runs})
+        for run in run_folds(jobs, args.workers):
+            runs.append(run)
+            print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: "
+                  f"{describe_epoch(run)} (train acc {run['best_train'].get('accuracy', 0):.3f}), "
+                  f"{run['train_seconds']:.0f} s", flush=True)
+            if run["fold"] == folds - 1:  # perhaps a variant and cell complete: the report so far
+                report = write_report(runs, args, argv, table, extra, start, folds, len(seeds))
+                if args.predictions:
+                    write_json(args.predictions, {"command": command_line(argv), "runs": runs})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(report)

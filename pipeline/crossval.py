@@ -13,6 +13,9 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +74,32 @@ def describe_epoch(run: dict) -> str:
     dev = run["best_dev"]
     chosen = f"dev macro-F1 {dev['macro_f1']:.3f} at epoch" if dev else "no dev split, last epoch"
     return f"{chosen} {run['best_epoch']}/{run['epochs_run']}"
+
+
+def run_folds(jobs: list[dict], workers: int) -> Iterator[dict]:
+    """`run_fold` of every job, `workers` at a time in worker processes; the results in the jobs' order.
+
+    If the caller stops early (an exception in its loop, Ctrl-C, SIGTERM turned into SystemExit) or a run
+    fails, the jobs not yet started never start and the running ones end at once: leaving a `with
+    ProcessPoolExecutor` block instead waits for every queued job, which left a killed ablation training
+    for hours and a `timeout` without effect.  Workers take SIGTERM's default action (ending), whatever
+    handler the caller installed (ablate's turns it into SystemExit, which a worker would catch as a failed
+    job and go on to the next).
+    """
+    pool = ProcessPoolExecutor(max(1, workers), initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
+    try:
+        futures = [pool.submit(run_fold, job) for job in jobs]  # not map: it cancels them when stopped, below
+        for future in futures:
+            yield future.result()
+    except BaseException:
+        # No public way before Python 3.14 (terminate_workers); shutdown clears the list.  With every worker
+        # ended, the pool fails the jobs still queued itself (cancelled ones made its thread raise).
+        running = list((pool._processes or {}).values())
+        pool.shutdown(wait=False)
+        for process in running:
+            process.terminate()
+        raise
+    pool.shutdown()
 
 
 def run_fold(job: dict) -> dict:

@@ -22,13 +22,12 @@ import argparse
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import PARAMS_FILE, ConfigError, parse_params
-from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, raw_params, run_fold
+from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, raw_params, run_folds
 from pipeline.errors import StageError
 from pipeline.metrics import speaker_accuracy
 from pipeline.model import AccentModel, ModelFileError
@@ -51,10 +50,9 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
                  "overrides": overrides, "params_file": str(params_file), "scratch": scratch,
                  "keep": str(Path(scratch) / "members" / f"fold{fold}.pt")} for fold in range(folds)]
         runs = []
-        with ProcessPoolExecutor(max(1, workers)) as pool:
-            for run in pool.map(run_fold, jobs):
-                runs.append(run)
-                print(f"fold {run['fold']}: {describe_epoch(run)}, {run['train_seconds']:.0f} s", flush=True)
+        for run in run_folds(jobs, workers):
+            runs.append(run)
+            print(f"fold {run['fold']}: {describe_epoch(run)}, {run['train_seconds']:.0f} s", flush=True)
         members = [AccentModel.load(job["keep"]) for job in jobs]
         AccentModel.ensemble(members).save(out)
     speakers = np.concatenate([r["speakers"] for r in runs])

@@ -1,8 +1,12 @@
 """The ablation study's bookkeeping: cumulative variants, valid overrides, and one table from several runs."""
 
 import dataclasses
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from pipeline.ablate import BASELINE, STEPS, merge_rows, variants
@@ -170,3 +174,37 @@ def test_two_rows_are_compared_clip_by_clip_over_their_mean_seed(tmp_path, capsy
     other.write_text(json.dumps({"runs": [{**r, "labels": [1, 0, 1, 1]} for r in json.loads(b.read_text())["runs"]]}))
     assert paired.main([str(a), str(other)]) == 2
     assert "different clips" in capsys.readouterr().err
+
+
+def _failing_first(job: dict) -> dict:
+    """A stand-in for crossval.run_fold: fold 0 fails at once, the others take a while, then leave a mark."""
+    if job["fold"] == 0:
+        raise ValueError("fold 0 failed")
+    time.sleep(job["seconds"])
+    (Path(job["marks"]) / str(job["fold"])).touch()
+    return job
+
+
+@pytest.mark.parametrize("sigterm_handler", [False, True])
+def test_a_failed_run_ends_the_running_and_queued_ones_instead_of_waiting_for_them(tmp_path, monkeypatch,
+                                                                                  sigterm_handler):
+    """The pool behind ablate and final: when a run fails (or the command is interrupted or killed), the
+    other runs stop too; a plain `with ProcessPoolExecutor` block first waited for every run already
+    handed to a worker (hours of training), so that `kill` or `timeout` seemed to do nothing.  Also with
+    ablate's SIGTERM handler installed, which the workers inherit."""
+    import signal
+
+    import pipeline.crossval as crossval
+
+    monkeypatch.setattr(crossval, "run_fold", _failing_first)  # workers are forked: they see it too
+    if sigterm_handler:
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    jobs = [{"fold": fold, "seconds": 2, "marks": str(tmp_path)} for fold in range(6)]
+    try:
+        with pytest.raises(ValueError, match="fold 0 failed"):
+            list(crossval.run_folds(jobs, workers=2))
+    finally:
+        if sigterm_handler:
+            signal.signal(signal.SIGTERM, previous)
+    time.sleep(3)  # long enough for any run still alive to finish and leave its mark
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -150,7 +150,7 @@ def test_dev_evaluation_combines_tensors_of_one_device_only(cache, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
 def test_one_epoch_and_dev_evaluation_on_cuda(cache, tmp_path):
-    metrics = train(params(**TINY, **{"train.epochs": 1, "runtime.device": "cuda"}), cache, tmp_path / "m.pt",
+    metrics = train(params(**{**TINY, "train.epochs": 1, "runtime.device": "cuda"}), cache, tmp_path / "m.pt",
                     tmp_path / "live")
     assert metrics["device"] == "cuda" and metrics["epochs_run"] == 1
     curve = (tmp_path / "live" / "plots" / "metrics" / "dev" / "macro_f1.tsv").read_text().splitlines()
