@@ -33,7 +33,7 @@ from pipeline.config import CELLS, PRESETS, load_params, preset_overrides
 from pipeline.metrics import speaker_accuracy
 from pipeline.paths import COMPARE_METRICS, COMPARE_PLOT, COMPARE_REPORT, EVAL_METRICS, PREDICTIONS
 from pipeline.stage import atomic_path, write_json
-from pipeline.stats import paired_difference, pooled_balanced_accuracy, verdict
+from pipeline.stats import paired_difference, pooled_balanced_accuracy, seed_agreement, verdict
 
 
 
@@ -152,17 +152,9 @@ def summarise(results: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
                 entry["gru_minus_lstm"]["per_seed"] = [
                     {"seed": None if s == -1 else int(s), "difference": d["difference"], "ci_low": d["ci_low"],
                      "ci_high": d["ci_high"]} for s, d in zip(seeds, per_seed)]
-                entry["gru_minus_lstm"]["verdict"] += " " + seed_agreement(per_seed)
+                entry["gru_minus_lstm"]["verdict"] += " " + seed_agreement("LSTM", "GRU", per_seed)
         summary[preset] = entry
     return summary
-
-
-def seed_agreement(per_seed: list[dict]) -> str:
-    """One sentence: how many training seeds, each compared alone, find GRU better, LSTM better, or neither."""
-    gru = sum(d["ci_low"] > 0 for d in per_seed)
-    lstm = sum(d["ci_high"] < 0 for d in per_seed)
-    return (f"Each of the {len(per_seed)} training seeds alone: GRU better in {gru}, LSTM better in {lstm}, "
-            f"no significant difference in {len(per_seed) - gru - lstm}.")
 
 
 def markdown(summary: dict, command: str, minutes: float | None) -> str:

@@ -78,3 +78,12 @@ def verdict(name_a: str, name_b: str, paired: dict) -> str:
     better, worse = (name_b, name_a) if d > 0 else (name_a, name_b)
     return (f"{better} is better than {worse}: {name_b} − {name_a} balanced accuracy {interval} excludes 0 "
             f"(McNemar p = {paired['mcnemar']['p']:.3g}, speaker sign test p = {paired['sign_test']['p']:.3g}).")
+
+
+def seed_agreement(name_a: str, name_b: str, per_seed: list[dict]) -> str:
+    """One sentence: how many training seeds, each compared alone (`paired_difference` of that seed's
+    predictions), find B better, A better, or neither, by the rule of `verdict` (the interval excludes 0)."""
+    b_better = sum(d["ci_low"] > 0 for d in per_seed)
+    a_better = sum(d["ci_high"] < 0 for d in per_seed)
+    return (f"Each of the {len(per_seed)} training seeds alone: {name_b} better in {b_better}, {name_a} better in "
+            f"{a_better}, no significant difference in {len(per_seed) - a_better - b_better}.")

@@ -4,8 +4,8 @@ Reads two `python -m pipeline.ablate ... --predictions FILE` outputs made on the
 and features params: the same clips in the same order in every fold), averages each clip's probabilities
 over a file's training seeds (as the ablation's rows do), pools the folds and prints each row's pooled
 balanced accuracy, the paired difference with its speaker-bootstrap interval, McNemar's exact test on clip
-correctness and a sign test over speakers (`pipeline.stats.paired_difference`), and how many seeds of B
-beat the same seed of A.
+correctness and a sign test over speakers (`pipeline.stats.paired_difference`), and how many of the shared
+training seeds, each alone, find B or A better (`pipeline.stats.seed_agreement`, as `make compare` does).
 
   python scripts/paired_rows.py runs/select/p.json runs/devtrain/p.json
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.ablate import pooled_predictions
 from pipeline.metrics import balanced_accuracy
-from pipeline.stats import paired_difference, verdict
+from pipeline.stats import paired_difference, seed_agreement, verdict
 
 
 def pooled(path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     pred_a, pred_b = a[-1].argmax(1), b[-1].argmax(1)
     diff = paired_difference(speakers, labels, pred_a, pred_b)
     shared = sorted(set(a) & set(b) - {-1})
-    wins = sum(balanced_accuracy(labels, b[s].argmax(1)) > balanced_accuracy(labels, a[s].argmax(1)) for s in shared)
+    per_seed = [paired_difference(speakers, labels, a[s].argmax(1), b[s].argmax(1)) for s in shared]
     print(f"A {args.a}: {balanced_accuracy(labels, pred_a):.3f} ({len(a) - 1} seeds)")
     print(f"B {args.b}: {balanced_accuracy(labels, pred_b):.3f} ({len(b) - 1} seeds)")
     sign = "" if "sign test" in verdict("A", "B", diff) else f" Speaker sign test p = {diff['sign_test']['p']:.3g}."
-    print(f"{verdict('A', 'B', diff)}{sign} B better in {wins} of {len(shared)} shared seeds.")
+    print(f"{verdict('A', 'B', diff)}{sign} {seed_agreement('A', 'B', per_seed)}")
     return 0
 
 
