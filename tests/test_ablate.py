@@ -168,7 +168,7 @@ def test_two_rows_are_compared_clip_by_clip_over_their_mean_seed(tmp_path, capsy
                           2: [[0.45, 0.55], [0.45, 0.55], [0.3, 0.7], [0.1, 0.9]]})
     assert paired.main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
-    assert "A " in out and ": 0.500 (2 seeds)" in out and ": 1.000 (2 seeds)" in out
+    assert "A " in out and ": 0.500 (2 seed(s))" in out and ": 1.000 (2 seed(s))" in out
     assert "B − A balanced accuracy +0.500" in out
     # each seed alone: four speakers are too few for either seed's interval to exclude 0
     assert "Each of the 2 training seeds alone: B better in 0, A better in 0, no significant difference in 2." in out
