@@ -1,10 +1,11 @@
 """The deployable model: one network per cross-validation fold, as one ensemble model file.
 
-`dvc repro` trains on one fold's training speakers (3 of 5 folds; one fold is its dev split, one its test
-split), so that `evaluate` can score it on speakers it never heard.  The model a user deploys should learn
-from every labelled speaker.  This trains the configuration of params.yaml once per fold of `data.folds`
-(each network's epoch chosen on its own dev speakers, never on a test fold) and writes the k networks as one
-model file whose probabilities are their mean: every labelled speaker trained k-2 of the k networks.
+`dvc repro` trains on the speakers of every fold but its test fold (4 of 5 folds), so that `evaluate` can
+score it on speakers it never heard.  The model a user deploys should learn from every labelled speaker.
+This trains the configuration of params.yaml once per fold of `data.folds` (with `train.dev_speakers:
+train`, the default, on every other fold's speakers, the last epoch kept; with `select`, a quarter of them
+pick the epoch, never a test fold) and writes the k networks as one model file whose probabilities are
+their mean: every labelled speaker trained k-1 of the k networks (k-2 with `select`).
 `acento-predict`, `acento-serve` and `acento-score` use it by default once it exists.
 
 The same runs give the configuration's cross-validated score for free: each network's predictions on its
