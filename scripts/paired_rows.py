@@ -52,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     pred_a, pred_b = a[-1].argmax(1), b[-1].argmax(1)
     diff = paired_difference(speakers, labels, pred_a, pred_b)
     shared = sorted(set(a) & set(b) - {-1})
-    per_seed = [paired_difference(speakers, labels, a[s].argmax(1), b[s].argmax(1)) for s in shared]
+    # each shared seed alone (a bootstrap each), only where there are several to compare
+    per_seed = [paired_difference(speakers, labels, a[s].argmax(1), b[s].argmax(1)) for s in shared] \
+        if len(shared) > 1 else []
     print(f"A {args.a}: {balanced_accuracy(labels, pred_a):.3f} ({len(a) - 1} seed(s))")
     print(f"B {args.b}: {balanced_accuracy(labels, pred_b):.3f} ({len(b) - 1} seed(s))")
     sign = "" if "sign test" in verdict("A", "B", diff) else f" Speaker sign test p = {diff['sign_test']['p']:.3g}."
-    seeds = f" {seed_agreement('A', 'B', per_seed)}" if len(per_seed) > 1 else ""
+    seeds = f" {seed_agreement('A', 'B', per_seed)}" if per_seed else ""
     print(f"{verdict('A', 'B', diff)}{sign}{seeds}")
     return 0
 
