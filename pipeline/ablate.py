@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import CELLS, PARAMS_FILE, PRESETS, preset_overrides
-from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, run_folds
+from pipeline.crossval import build_feature_cache, parse_overrides, run_folds
 from pipeline.paths import ABLATION_JSON, ABLATION_REPORT
 from pipeline.stage import atomic_path, write_json
 
@@ -214,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
                  **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
                     if args.keep_models else {})}
                 for v in chosen for c in args.cells for seed in seeds for f in range(folds)]
+        from pipeline.metrics import describe_kept_epoch
+
         runs, report = [], ""
         for run in run_folds(jobs, args.workers):
             runs.append(run)
             print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: "
-                  f"{describe_epoch(run)} (train acc {run['best_train'].get('accuracy', 0):.3f}), "
+                  f"{describe_kept_epoch(run)} (train acc {run['best_train'].get('accuracy', 0):.3f}), "
                   f"{run['train_seconds']:.0f} s", flush=True)
             if run["fold"] == folds - 1:  # perhaps a variant and cell complete: the report so far
                 report = write_report(runs, args, argv, table, extra, start, folds, len(seeds))

@@ -186,7 +186,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"params.yaml: '{key}' must be a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+            names = ", ".join(f.name for f in dataclasses.fields(tp))
+            raise ConfigError(f"params.yaml: '{key}' must be a mapping of {names}")
         return _build(tp, value, key + ".")
     if origin is list:
         (item,) = typing.get_args(tp)
@@ -274,13 +275,15 @@ def _cross_check(p: Params) -> None:
     if t.dev_speakers == "train" and (t.schedule not in ("cosine", "constant") or t.early_stopping_patience):
         raise ConfigError(f"params.yaml: 'train.dev_speakers' is 'train' (no dev split: the last epoch is kept), "
                           f"which needs 'train.schedule' cosine or constant (is {t.schedule}) and "
-                          f"'train.early_stopping_patience' 0 (is {t.early_stopping_patience}): both read the dev split")
+                          f"'train.early_stopping_patience' 0 (is {t.early_stopping_patience}): "
+                          "both read the dev split")
     f = p.features
     if p.rnn.frontend_kernel % 2 == 0:
         raise ConfigError(f"params.yaml: 'rnn.frontend_kernel' is {p.rnn.frontend_kernel}; it must be odd "
                           "(centred convolutions keep ceil(frames / stride) frames)")
     if f.win_length > f.n_fft:
-        raise ConfigError(f"params.yaml: 'features.win_length' ({f.win_length}) must be <= 'features.n_fft' ({f.n_fft})")
+        raise ConfigError(f"params.yaml: 'features.win_length' ({f.win_length}) must be <= "
+                          f"'features.n_fft' ({f.n_fft})")
     if f.fmax > f.sample_rate / 2 or f.fmin >= f.fmax:
         raise ConfigError(f"params.yaml: 'features.fmin'/'features.fmax' must satisfy fmin < fmax <= "
                           f"sample_rate/2 = {f.sample_rate / 2:g}")

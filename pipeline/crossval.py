@@ -69,13 +69,6 @@ def speakers_left_out(speakers: np.ndarray, labels: np.ndarray, fraction: float,
     return dropped
 
 
-def describe_epoch(run: dict) -> str:
-    """How a run's kept epoch was chosen, for progress lines: its dev macro-F1, or "last" without a dev split."""
-    dev = run["best_dev"]
-    chosen = f"dev macro-F1 {dev['macro_f1']:.3f} at epoch" if dev else "no dev split, last epoch"
-    return f"{chosen} {run['best_epoch']}/{run['epochs_run']}"
-
-
 def run_folds(jobs: list[dict], workers: int) -> Iterator[dict]:
     """`run_fold` of every job, `workers` at a time in worker processes; the results in the jobs' order.
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PARAMS_FILE, ConfigError, parse_params
-from pipeline.crossval import build_feature_cache, describe_epoch, parse_overrides, raw_params, run_folds
+from pipeline.crossval import build_feature_cache, parse_overrides, raw_params, run_folds
 from pipeline.errors import StageError
-from pipeline.metrics import speaker_accuracy
+from pipeline.metrics import describe_kept_epoch, speaker_accuracy
 from pipeline.model import AccentModel, ModelFileError
 from pipeline.stats import pooled_balanced_accuracy
 from pipeline.paths import FINAL_MODEL, FINAL_REPORT
@@ -53,7 +53,7 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
         runs = []
         for run in run_folds(jobs, workers):
             runs.append(run)
-            print(f"fold {run['fold']}: {describe_epoch(run)}, {run['train_seconds']:.0f} s", flush=True)
+            print(f"fold {run['fold']}: {describe_kept_epoch(run)}, {run['train_seconds']:.0f} s", flush=True)
         members = [AccentModel.load(job["keep"]) for job in jobs]
         AccentModel.ensemble(members).save(out)
     speakers = np.concatenate([r["speakers"] for r in runs])

@@ -24,6 +24,14 @@ def balanced_accuracy(labels: np.ndarray, pred: np.ndarray, weights: np.ndarray 
     return float(np.mean(recalls)) if recalls else float("nan")
 
 
+def describe_kept_epoch(result: dict) -> str:
+    """How a training run's kept epoch was chosen, for progress lines: "dev macro-F1 0.412 at epoch 31/80"
+    or "no dev split, last epoch 80/80".  result: `train`'s metrics (best_dev, best_epoch, epochs_run)."""
+    dev = result["best_dev"]
+    chosen = f"dev macro-F1 {dev['macro_f1']:.3f} at epoch" if dev else "no dev split, last epoch"
+    return f"{chosen} {result['best_epoch']}/{result['epochs_run']}"
+
+
 def present_classes(labels: np.ndarray) -> list[int]:
     """Class indices that occur in `labels` (int array [clips]), sorted."""
     return sorted(int(c) for c in np.unique(labels))

@@ -32,7 +32,7 @@ from pipeline.config import Params
 from pipeline.data import Normaliser, bucketed_batches, iterate, prefetch
 from pipeline.errors import StageError
 from pipeline.inference import predict_proba
-from pipeline.metrics import macro_f1
+from pipeline.metrics import describe_kept_epoch, macro_f1
 from pipeline.model import AccentModel
 from pipeline.network import AccentClassifier, SpeakerAdversary, count_parameters
 from pipeline.paths import FEATURE_CACHE, MODEL_FILE, TRAIN_METRICS, TRAIN_TIMING, TRAINING_CURVES
@@ -299,9 +299,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     metrics = train(params, Path(args.cache), Path(args.out), Path(args.live))
     write_json(args.metrics, {k: v for k, v in metrics.items() if k not in TIMING_KEYS})
     write_json(args.timing, {k: metrics[k] for k in TIMING_KEYS})
-    chosen = (f"best dev macro-F1 {metrics['best_dev']['macro_f1']:.3f} at epoch {metrics['best_epoch']}"
-              if metrics["best_dev"] else f"no dev split, epoch {metrics['best_epoch']} kept")
-    print(f"{params.model}: {chosen} of {metrics['epochs_run']}, {metrics['train_seconds']:.0f} s -> {args.out}")
+    print(f"{params.model}: {describe_kept_epoch(metrics)}, {metrics['train_seconds']:.0f} s -> {args.out}")
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.metrics import classification_metrics, macro_f1, speaker_accuracy
+from pipeline.metrics import classification_metrics, describe_kept_epoch, macro_f1, speaker_accuracy
 
 
 def test_speaker_decision_sums_probabilities_so_a_tied_vote_is_not_settled_by_class_index():
@@ -53,3 +53,10 @@ def test_dev_macro_f1_uses_the_same_classes_as_the_test_metrics():
     assert macro_f1(labels, pred) == pytest.approx(expected)
     metrics, _ = classification_metrics(labels, one_hot(pred, 3), np.arange(4), ["x", "y", "z"])
     assert metrics["macro_f1"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_describe_kept_epoch_says_how_the_epoch_was_chosen():
+    picked = {"best_dev": {"macro_f1": 0.41234}, "best_epoch": 31, "epochs_run": 80}
+    assert describe_kept_epoch(picked) == "dev macro-F1 0.412 at epoch 31/80"
+    last = {"best_dev": None, "best_epoch": 80, "epochs_run": 80}
+    assert describe_kept_epoch(last) == "no dev split, last epoch 80/80"
