@@ -178,6 +178,36 @@ def test_two_rows_are_compared_clip_by_clip_over_their_mean_seed(tmp_path, capsy
     assert "different clips" in capsys.readouterr().err
 
 
+def test_two_scored_csvs_are_compared_clip_by_clip_also_on_merged_classes(tmp_path, capsys):
+    """`acento-score --predictions` CSVs: paired on clip names (rows in any order); `--merge` sums each clip's
+    probabilities first, so that a model can gain on seven classes and not on two."""
+    from tests.helpers import load_script
+
+    paired = load_script("paired_rows")
+    head = "clip,speaker,label,predicted,p_mexico,p_norte,p_sur\n"
+    a_rows = ["c1,s1,norte,sur,0.3,0.2,0.5",      # wrong; Spain (0.7) on two classes
+              "c2,s2,sur,sur,0.1,0.0,0.9", "c3,s3,mexico,mexico,0.8,0.1,0.1",
+              "c4,s4,mexico,mexico,0.4,0.3,0.3"]  # right; Spain (0.6), wrong, on two classes
+    b_rows = [a_rows[3], a_rows[2], a_rows[1], "c1,s1,norte,norte,0.3,0.6,0.1"]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(head + "\n".join(a_rows) + "\n")
+    b.write_text(head + "\n".join(b_rows) + "\n")
+    assert paired.main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert ": 0.667 (one model's predictions)" in out and ": 1.000 (one model's predictions)" in out
+    assert "B − A balanced accuracy +0.333" in out
+    merge = ["--merge", "spain=norte,sur", "--merge", "americas=mexico"]
+    assert paired.main([str(a), str(b), *merge]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": 0.750 (one model's predictions)") == 2 and "B − A balanced accuracy +0.000" in out
+    other = tmp_path / "other.csv"
+    other.write_text(head + "\n".join(a_rows[:3] + ["c5,s4,mexico,mexico,0.4,0.3,0.3"]) + "\n")
+    assert paired.main([str(a), str(other)]) == 2
+    assert "different clips" in capsys.readouterr().err
+    assert paired.main([str(a), str(b), "--merge", "spain=norte,valencia"]) == 2
+    assert capsys.readouterr().err.startswith("error: --merge 'spain=norte,valencia': the model has no class")
+
+
 def _failing_first(job: dict) -> dict:
     """A stand-in for crossval.run_fold: fold 0 fails at once, the others take a while, then leave a mark."""
     if job["fold"] == 0:
