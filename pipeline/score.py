@@ -90,6 +90,11 @@ def parse_classes(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def merge_matrix(merge: dict[str, str], classes: list[str], targets: list[str]) -> np.ndarray:
+    """[classes, targets] of 0/1 (float32): probabilities [clips, classes] @ it sum each class into its target."""
+    return np.array([[merge[c] == t for t in targets] for c in classes], dtype=np.float32)
+
+
 def target_mapping(merge: dict[str, str], params_classes: dict[str, list[str]],
                    given: dict[str, list[str]] | None) -> tuple[list[str], dict[str, list[str]]]:
     """(the classes scored, sorted; each one's accents).  A class of the mapping (`given`, else
@@ -137,8 +142,7 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
     if rows.empty:
         raise StageError(f"{locale_dir}: no clip maps to a class ({', '.join(targets)}); dropped: "
                          f"{ {k: v for k, v in dropped.items() if v} }; check --classes and data.tsvs")
-    # summing model classes into their targets: [model classes, targets] of 0/1
-    to_target = np.array([[merge[c] == t for t in targets] for c in model.classes], dtype=np.float32)
+    to_target = merge_matrix(merge, model.classes, targets)
     failed: Counter[str] = Counter(dict.fromkeys(FAILURE_REASONS, 0))
     kept, probs = [], []
     for i, (_, result) in enumerate(model.classify_files(rows["audio_path"].tolist(), workers, "--workers 1")):

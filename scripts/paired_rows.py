@@ -28,7 +28,7 @@ import pandas as pd
 from pipeline.ablate import pooled_predictions
 from pipeline.errors import StageError
 from pipeline.metrics import balanced_accuracy
-from pipeline.score import parse_merge
+from pipeline.score import merge_matrix, parse_merge
 from pipeline.stats import paired_difference, seed_agreement, verdict
 
 
@@ -63,7 +63,7 @@ def scored(path: Path, merge_items: list[str]) -> Row:
                          f"{exc}") from None
     merge = parse_merge(merge_items, classes)
     targets = sorted(set(merge.values()))
-    to_target = np.array([[merge[c] == t for t in targets] for c in classes], dtype=float)
+    to_target = merge_matrix(merge, classes, targets)
     unknown = sorted(set(labels) - set(merge))
     if unknown:
         raise SystemExit(f"error: {path}: labels {unknown} are not among its p_<class> columns")
