@@ -32,6 +32,7 @@ import pandas as pd
 from pipeline.config import CELLS, PRESETS, load_params, preset_overrides
 from pipeline.metrics import speaker_accuracy
 from pipeline.paths import COMPARE_METRICS, COMPARE_PLOT, COMPARE_REPORT, EVAL_METRICS, PREDICTIONS
+from pipeline.scoring import read_predictions
 from pipeline.stage import atomic_path, write_json
 from pipeline.stats import paired_difference, pooled_balanced_accuracy, seed_agreement, verdict
 
@@ -80,11 +81,10 @@ def experiment_revs(exp_show: list[dict]) -> dict[str, dict]:
     return found
 
 
-def read_predictions(rev: str) -> pd.DataFrame:
+def experiment_predictions(rev: str) -> pd.DataFrame:
     """An experiment's per-clip test predictions, from its commit (the file is tracked by git)."""
     text = subprocess.run(["git", "show", f"{rev}:{PREDICTIONS}"], capture_output=True, text=True, check=True).stdout
-    return pd.read_csv(io.StringIO(text), dtype={"clip": str, "speaker": str, "label": str, "predicted": str},
-                       keep_default_na=False)
+    return read_predictions(io.StringIO(text))
 
 
 def gather(runs: list[dict]) -> list[dict]:
@@ -95,7 +95,7 @@ def gather(runs: list[dict]) -> list[dict]:
     missing = [r["name"] for r in runs if r["name"] not in revs]
     if missing:
         raise SystemExit(f"error: no DVC experiment named {', '.join(missing[:3])}; run them first (without --report-only)")
-    return [{**run, "eval": revs[run["name"]]["eval"], "predictions": read_predictions(revs[run["name"]]["rev"])}
+    return [{**run, "eval": revs[run["name"]]["eval"], "predictions": experiment_predictions(revs[run["name"]]["rev"])}
             for run in runs]
 
 

@@ -60,6 +60,13 @@ def write_predictions(path: str | Path, clips: Sequence[str], speakers: Sequence
         frame.sort_values("clip").to_csv(tmp, index=False)
 
 
+def read_predictions(source) -> pd.DataFrame:
+    """A `write_predictions` CSV (a path or a text buffer) as written: clip, speaker, label and predicted stay
+    text (a speaker id of digits keeps its leading zeros; no name is read as NaN), p_<class> as floats."""
+    return pd.read_csv(source, dtype={"clip": str, "speaker": str, "label": str, "predicted": str},
+                       keep_default_na=False)
+
+
 def write_confusion_png(path: str | Path, labels: np.ndarray, pred: np.ndarray, classes: Sequence[str],
                         title: str) -> None:
     """The confusion matrix of class indices `labels` and `pred` ([clips]) as a PNG, for people without DVC."""

@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline.ablate import pooled_predictions
 from pipeline.errors import StageError
 from pipeline.metrics import balanced_accuracy
 from pipeline.score import merge_matrix, parse_merge
+from pipeline.scoring import read_predictions
 from pipeline.stats import paired_difference, seed_agreement, verdict
 
 
@@ -54,10 +54,10 @@ def scored(path: Path, merge_items: list[str]) -> Row:
     probabilities [clips, classes] under key -1; with `merge_items` (TARGET=CLASS,...) summed into the
     merged classes."""
     try:
-        frame = pd.read_csv(path).sort_values("clip", kind="stable")
+        frame = read_predictions(path).sort_values("clip", kind="stable")
         columns = [c for c in frame.columns if c.startswith("p_")]
         classes = [c[2:] for c in columns]
-        probs, labels = frame[columns].to_numpy(dtype=float), frame["label"].astype(str)
+        probs, labels = frame[columns].to_numpy(dtype=float), frame["label"]
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"error: {path}: not a per-clip predictions CSV (clip, speaker, label, p_<class>...): "
                          f"{exc}") from None
@@ -70,7 +70,7 @@ def scored(path: Path, merge_items: list[str]) -> Row:
     if not merge_items and "predicted" in frame:  # the written prediction settles ties made by 4-decimal rounding
         probs[np.arange(len(frame)), frame["predicted"].map({c: i for i, c in enumerate(classes)})] += 1e-6
     index = {t: i for i, t in enumerate(targets)}
-    return (frame["clip"].astype(str).to_numpy(), frame["speaker"].astype(str).to_numpy(),
+    return (frame["clip"].to_numpy(), frame["speaker"].to_numpy(),
             labels.map(lambda c: index[merge[c]]).to_numpy(), {-1: probs @ to_target})
 
 
