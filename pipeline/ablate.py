@@ -123,7 +123,8 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
                "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
                "train_accuracy": round(float(train_acc), 3), "dev_accuracy": dev_acc,
                "gap": None if dev_acc is None else round(float(train_acc) - dev_acc, 3),
-               "folds": int(group["fold"].nunique()), "seeds": len(per_seed),
+               "folds": int(group["fold"].nunique()), "test_folds": sorted(int(f) for f in group["fold"].unique()),
+               "seeds": len(per_seed),
                "mean_best_epoch": round(float(group["best_epoch"].mean()), 1),
                "train_seconds_per_fold": round(float(group["train_seconds"].mean()), 1)}
         if len(per_seed) > 1:
@@ -140,7 +141,8 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
              "networks on params.yaml's normalisation and augmentation. 95% intervals resample speakers. "
              "Train/dev accuracy: at each fold's chosen epoch (train with augmentation on), mean over folds.", "",
              "`VARIANT@F`: trained on a share F of each fold's training speakers; `VARIANTxNseeds`: each clip's "
-             "probabilities averaged over N training seeds (each seed's own value in the last column).", "",
+             "probabilities averaged over N training seeds (each seed's own value in the last column); "
+             "`VARIANT~fA,B`: only test folds A and B ran (their speakers only).", "",
              "| variant | cell | pooled balanced accuracy [95% CI] | train acc | dev acc | gap | best epoch | "
              "train s/fold | each seed |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -170,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="train on this share of each fold's training speakers of each class (dev and test "
                              "unchanged): a point of the learning curve; rows are named VARIANT@FRACTION "
                              "(default: %(default)s)")
+    parser.add_argument("--folds", nargs="+", type=int, default=None, metavar="FOLD",
+                        help="test folds to run (default: every fold of data.folds): the pooled score then covers "
+                             "only these folds' speakers, and the rows are named VARIANT~fFOLD,... (a long run "
+                             "in pieces, or one that does not fit its time)")
     parser.add_argument("--keep-models", type=Path, default=None,
                         help="keep each run's model file here, as VARIANT-CELL-fFOLD[-sSEED].pt (e.g. to make an "
                              "ensemble of the fold models with pipeline.model.AccentModel.ensemble; default: deleted)")
@@ -205,15 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
     try:
         cache, folds = build_feature_cache(args.params, args.cache_dir or scratch, extra)
+        test_folds = sorted(set(args.folds)) if args.folds else list(range(folds))
+        if any(not 0 <= f < folds for f in test_folds):
+            print(f"error: --folds {' '.join(map(str, args.folds))}: data.folds is {folds}; give folds in "
+                  f"0..{folds - 1}", file=sys.stderr)
+            return 2
         seeds = args.seeds or [None]
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
-            (f"x{len(seeds)}seeds" if len(seeds) > 1 else "")
+            (f"x{len(seeds)}seeds" if len(seeds) > 1 else "") + \
+            ("" if len(test_folds) == folds else "~f" + ",".join(map(str, test_folds)))
         jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f,
                  "seed": seed, "cache": str(cache),
                  "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch),
                  **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
                     if args.keep_models else {})}
-                for v in chosen for c in args.cells for seed in seeds for f in range(folds)]
+                for v in chosen for c in args.cells for seed in seeds for f in test_folds]
         from pipeline.metrics import describe_kept_epoch
 
         runs, report = [], ""
@@ -222,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run['variant']:>20} {run['cell']} fold {run['fold']} seed {run['seed']}: "
                   f"{describe_kept_epoch(run)} (train acc {run['best_train'].get('accuracy', 0):.3f}), "
                   f"{run['train_seconds']:.0f} s", flush=True)
-            if run["fold"] == folds - 1:  # perhaps a variant and cell complete: the report so far
-                report = write_report(runs, args, argv, table, extra, start, folds, len(seeds))
-                if args.predictions:
-                    write_json(args.predictions, {"command": command_line(argv), "runs": runs})
+            if args.predictions:  # after every run: a stopped ablation keeps what it trained
+                write_json(args.predictions, {"command": command_line(argv), "runs": runs})
+            if run["fold"] == test_folds[-1]:  # perhaps a variant and cell complete: the report so far
+                report = write_report(runs, args, argv, table, extra, start, len(test_folds), len(seeds))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(report)

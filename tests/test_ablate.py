@@ -240,3 +240,53 @@ def test_a_failed_run_ends_the_running_and_queued_ones_instead_of_waiting_for_th
             signal.signal(signal.SIGTERM, previous)
     time.sleep(3)  # long enough for any run still alive to finish and leave its mark
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _fake_runs(jobs, workers):
+    """run_folds without training: fold f's two test clips (speakers 2f, 2f+1; labels 0, 1), the first right
+    only in odd folds, the second always right."""
+    for job in jobs:
+        f = job["fold"]
+        yield {"variant": job["variant"], "base": job["base"], "cell": job["cell"], "fold": f, "seed": 42,
+               "best_dev": {}, "best_train": {"accuracy": 0.5}, "best_epoch": 80, "epochs_run": 80,
+               "train_seconds": 1.0, "classes": ["a", "b"], "labels": [0, 1],
+               "probs": [[0.9, 0.1] if f % 2 else [0.2, 0.8], [0.3, 0.7]], "speakers": [2 * f, 2 * f + 1]}
+
+
+def test_some_folds_only_pool_those_folds_speakers_and_name_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    import pipeline.ablate as ablate
+
+    asked = []
+    monkeypatch.setattr(ablate, "build_feature_cache", lambda params, folder, extra: (tmp_path / "cache.h5", 5))
+    monkeypatch.setattr(ablate, "run_folds", lambda jobs, workers: (asked.extend(jobs), _fake_runs(jobs, workers))[1])
+    out = tmp_path / "out"
+    assert ablate.main(["--variants", "default", "--cells", "gru", "--folds", "3", "1", "--out", str(out),
+                        "--predictions", str(out / "p.json")]) == 0
+    assert [j["fold"] for j in asked] == [1, 3]
+    [row] = json.loads((out / "ablation.json").read_text())["rows"]
+    # folds 1 and 3: every clip right; fold 0 or 2 would have brought a wrong one
+    assert (row["variant"], row["folds"], row["test_folds"], row["pooled_balanced_accuracy"]) == \
+        ("default~f1,3", 2, [1, 3], 1.0)
+    assert "| default~f1,3 | GRU | 1.000 [" in (out / "ablation.md").read_text()
+    assert ablate.main(["--variants", "default", "--cells", "gru", "--folds", "5", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --folds 5: data.folds is 5; give folds in 0..4"
+
+
+def test_a_stopped_ablation_keeps_the_predictions_of_every_finished_run(tmp_path, monkeypatch):
+    import json
+
+    import pipeline.ablate as ablate
+
+    def stopped_after_one(jobs, workers):
+        yield next(_fake_runs(jobs, workers))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablate, "build_feature_cache", lambda params, folder, extra: (tmp_path / "cache.h5", 5))
+    monkeypatch.setattr(ablate, "run_folds", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        ablate.main(["--variants", "default", "--cells", "lstm", "--out", str(tmp_path), "--predictions",
+                     str(tmp_path / "p.json")])
+    assert [(r["variant"], r["fold"]) for r in json.loads((tmp_path / "p.json").read_text())["runs"]] == \
+        [("default", 0)]
