@@ -68,14 +68,22 @@ def paired_difference(speakers: np.ndarray, labels: np.ndarray, pred_a: np.ndarr
                           "p": sign_p}}
 
 
+def better_of(paired: dict) -> str | None:
+    """Which of a `paired_difference`'s two is better: "a", "b", or None when its speaker-bootstrap interval
+    covers 0 (no significant difference)."""
+    if paired["ci_low"] <= 0 <= paired["ci_high"]:
+        return None
+    return "b" if paired["difference"] > 0 else "a"
+
+
 def verdict(name_a: str, name_b: str, paired: dict) -> str:
     """One sentence: a difference only when the speaker-bootstrap interval excludes 0."""
     d, low, high = paired["difference"], paired["ci_low"], paired["ci_high"]
     interval = f"{d:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}]"
-    if low <= 0 <= high:
+    if better_of(paired) is None:
         return (f"No significant difference between {name_a} and {name_b}: {name_b} − {name_a} balanced accuracy "
                 f"{interval} covers 0 (McNemar p = {paired['mcnemar']['p']:.3g}).")
-    better, worse = (name_b, name_a) if d > 0 else (name_a, name_b)
+    better, worse = (name_b, name_a) if better_of(paired) == "b" else (name_a, name_b)
     return (f"{better} is better than {worse}: {name_b} − {name_a} balanced accuracy {interval} excludes 0 "
             f"(McNemar p = {paired['mcnemar']['p']:.3g}, speaker sign test p = {paired['sign_test']['p']:.3g}).")
 

@@ -290,3 +290,45 @@ def test_a_stopped_ablation_keeps_the_predictions_of_every_finished_run(tmp_path
                      str(tmp_path / "p.json")])
     assert [(r["variant"], r["fold"]) for r in json.loads((tmp_path / "p.json").read_text())["runs"]] == \
         [("default", 0)]
+
+
+def test_the_presets_table_compares_networks_on_the_folds_every_one_ran(tmp_path, capsys):
+    """scripts/presets_table.py: runs grouped by network and cell across files (an ablation run in pieces),
+    rows missing a fold left out, pooled values and paired rows on the given folds' clips."""
+    import json
+
+    from tests.helpers import load_script
+
+    table = load_script("presets_table")
+    right, wrong = [0.8, 0.2], [0.2, 0.8]
+
+    def run(base, cell, fold, first=right):  # four clips of four speakers per fold, classes 0, 0, 1, 1
+        return {"variant": base, "base": base, "cell": cell, "fold": fold, "seed": 42, "labels": [0, 0, 1, 1],
+                "speakers": [f"s{fold}{i}" for i in range(4)], "probs": [first, right, wrong, wrong],
+                "best_train": {"accuracy": 0.5}, "train_seconds": 10.0}
+
+    def file(name, runs):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"command": f"ablate {name}", "runs": runs}))
+        return str(path)
+
+    a = file("a", [run(n, c, f, wrong if (n, c, f) == ("preset:x", "lstm", 2) else right)
+                   for n in ("default", "preset:x") for c in ("lstm", "gru") for f in range(3)
+                   if (n, c, f) != ("preset:x", "gru", 2)]
+                  + [run("preset:y", "lstm", f) for f in range(2)])
+    b = file("b", [run("preset:x", "gru", 2)])  # the GRU's third fold, run apart
+    assert table.main([a, b, "--folds", "0", "1", "2", "--all-folds", "3", "--out", str(tmp_path / "out")]) == 0
+    assert "left out: preset:y lstm" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "out" / "presets.json").read_text())
+    assert [(r["network"], r["cell"], round(r["pooled_balanced_accuracy"], 4), r["all_folds"] is not None)
+            for r in saved["rows"]] == [("preset:x", "lstm", 0.9167, True), ("preset:x", "gru", 1.0, True),
+                                        ("default", "lstm", 1.0, True), ("default", "gru", 1.0, True)]
+    pairs = {(p["a"], p["b"]): round(p["difference"], 4) for p in saved["paired"]}
+    assert pairs == {("preset:x lstm", "preset:x gru"): 0.0833, ("default lstm", "default gru"): 0.0,
+                     ("default lstm", "preset:x lstm"): -0.0833, ("default gru", "preset:x gru"): 0.0}
+    assert "| preset:x | LSTM | 1 | 0.917 [" in (tmp_path / "out" / "presets.md").read_text()
+    assert table.main([a, b, "--folds", "0", "1", "--out", str(tmp_path / "two")]) == 0  # preset:y ran these
+    assert [r["network"] for r in json.loads((tmp_path / "two" / "presets.json").read_text())["rows"]] == \
+        ["preset:x", "preset:x", "preset:y", "default", "default"]
+    with pytest.raises(SystemExit, match="preset:x gru fold 2 seed 42 is in both"):
+        table.main([a, b, b, "--folds", "0", "--out", str(tmp_path / "dup")])
