@@ -74,11 +74,18 @@ def paired(a: dict, b: dict) -> dict:
     return paired_difference(a["speakers"], a["labels"], a["pred"], b["pred"])
 
 
-def pair_line(name_a: str, name_b: str, p: dict) -> str:
-    """A table row of B − A, with the better of the two by its speaker interval (as `pipeline.stats.verdict`)."""
+def pair_line(name_a: str, name_b: str, p: dict, whole: dict | None) -> str:
+    """A table row of B − A, with the better of the two by its speaker interval (as `pipeline.stats.verdict`),
+    and the same on every fold (`whole`) when both rows have them."""
     better = {"a": name_a, "b": name_b, None: "no significant difference"}[better_of(p)]
+    every = "–" if whole is None else f"{whole['difference']:+.3f} [{whole['ci_low']:+.3f}, {whole['ci_high']:+.3f}]"
     return (f"| {name_b} − {name_a} | {p['difference']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | "
-            f"{p['mcnemar']['p']:.2g} | {p['sign_test']['p']:.2g} | {better} |")
+            f"{p['mcnemar']['p']:.2g} | {p['sign_test']['p']:.2g} | {better} | {every} |")
+
+
+def compared(rows: dict, full: dict, a: tuple[str, str], b: tuple[str, str]) -> tuple[dict, dict | None]:
+    """B − A on the chosen folds, and on every fold when both have them."""
+    return paired(rows[a], rows[b]), None if full[a] is None or full[b] is None else paired(full[a], full[b])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,20 +125,21 @@ def main(argv: list[str] | None = None) -> int:
                      + f" | {r['train_accuracy']:.3f} | {r['train_seconds_per_fold']:.0f} |")
     pairs = []
     lines += ["", "Paired on the same clips (B − A balanced accuracy, McNemar's exact test on clip correctness, "
-              "sign test over speakers):", "", "| B − A | difference [95% CI] | McNemar p | sign p | better |",
-              "|---|---|---|---|---|"]
+              "sign test over speakers):", "",
+              f"| B − A | difference [95% CI], folds {','.join(map(str, folds))} | McNemar p | sign p | better | "
+              f"all {args.all_folds} folds |", "|---|---|---|---|---|---|"]
     nets = list(dict.fromkeys(k[0] for k in rows))
     for net in nets:
         if (net, "lstm") in rows and (net, "gru") in rows:
-            p = paired(rows[net, "lstm"], rows[net, "gru"])
-            pairs.append({"a": f"{net} lstm", "b": f"{net} gru", **p})
-            lines.append(pair_line(f"{net} LSTM", f"{net} GRU", p))
+            p, whole = compared(rows, full, (net, "lstm"), (net, "gru"))
+            pairs.append({"a": f"{net} lstm", "b": f"{net} gru", **p, "all_folds": whole})
+            lines.append(pair_line(f"{net} LSTM", f"{net} GRU", p, whole))
     for net in nets:
         for cell in ("lstm", "gru"):
             if net != args.reference and (net, cell) in rows and (args.reference, cell) in rows:
-                p = paired(rows[args.reference, cell], rows[net, cell])
-                pairs.append({"a": f"{args.reference} {cell}", "b": f"{net} {cell}", **p})
-                lines.append(pair_line(f"{args.reference} {cell.upper()}", f"{net} {cell.upper()}", p))
+                p, whole = compared(rows, full, (args.reference, cell), (net, cell))
+                pairs.append({"a": f"{args.reference} {cell}", "b": f"{net} {cell}", **p, "all_folds": whole})
+                lines.append(pair_line(f"{args.reference} {cell.upper()}", f"{net} {cell.upper()}", p, whole))
     lines += ["", "Made by `python scripts/presets_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
               + "` from these ablations:", ""]
     commands = dict.fromkeys(json.loads(p.read_text(encoding="utf-8"))["command"] for p in args.predictions)

@@ -326,9 +326,13 @@ def test_the_presets_table_compares_networks_on_the_folds_every_one_ran(tmp_path
     pairs = {(p["a"], p["b"]): round(p["difference"], 4) for p in saved["paired"]}
     assert pairs == {("preset:x lstm", "preset:x gru"): 0.0833, ("default lstm", "default gru"): 0.0,
                      ("default lstm", "preset:x lstm"): -0.0833, ("default gru", "preset:x gru"): 0.0}
+    assert [round(p["all_folds"]["difference"], 4) for p in saved["paired"]] == [0.0833, 0.0, -0.0833, 0.0]
     assert "| preset:x | LSTM | 1 | 0.917 [" in (tmp_path / "out" / "presets.md").read_text()
     assert table.main([a, b, "--folds", "0", "1", "--out", str(tmp_path / "two")]) == 0  # preset:y ran these
-    assert [r["network"] for r in json.loads((tmp_path / "two" / "presets.json").read_text())["rows"]] == \
-        ["preset:x", "preset:x", "preset:y", "default", "default"]
+    two = json.loads((tmp_path / "two" / "presets.json").read_text())
+    assert [r["network"] for r in two["rows"]] == ["preset:x", "preset:x", "preset:y", "default", "default"]
+    # --all-folds 5: no row has every fold, so no whole-corpus values
+    assert {p["all_folds"] is None for p in two["paired"]} == {True}
+    assert [r["all_folds"] for r in two["rows"]] == [None] * 5
     with pytest.raises(SystemExit, match="preset:x gru fold 2 seed 42 is in both"):
         table.main([a, b, b, "--folds", "0", "--out", str(tmp_path / "dup")])
