@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = load(args.predictions)
     folds = sorted(set(args.folds))
-    order = sorted(runs, key=lambda k: (k[0] == args.reference, k[0], k[1] != "lstm"))
+    first = list(dict.fromkeys(k[0] for k in runs))  # networks in the order of the files, the reference last
+    order = sorted(runs, key=lambda k: (k[0] == args.reference, first.index(k[0]), k[1] != "lstm"))
     rows, full, missing = {}, {}, []
     for key in order:
         row = row_of(runs[key], folds)
