@@ -95,6 +95,19 @@ def run_folds(jobs: list[dict], workers: int) -> Iterator[dict]:
     pool.shutdown()
 
 
+def no_vscode_signals() -> None:
+    """Turns off, in this worker process, dvclive's signals to DVC's VS Code extension: files that every
+    run writes into the repository's .dvc/tmp/exps/run (at each epoch) and removes at its end, checking
+    first that they exist.  Fold runs in parallel share those files, so one run's removal between another's
+    check and removal failed that run with FileNotFoundError as it ended (seen in `make test`'s
+    `pipeline.final` test).  The signals only show experiments live in VS Code; fold runs are none."""
+    import dvclive.live
+
+    for name in ("mark_dvclive_step_completed", "cleanup_dvclive_step_completed", "mark_dvclive_only_started",
+                 "mark_dvclive_only_ended"):
+        setattr(dvclive.live, name, lambda *args, **kwargs: None)
+
+
 def run_fold(job: dict) -> dict:
     """Trains one configuration on one fold of the cache; returns its test-fold probabilities and dev/train scores.
 
@@ -118,6 +131,7 @@ def run_fold(job: dict) -> dict:
     if job.get("train_fraction", 1) < 1:
         with SplitData(job["cache"], "train", job["fold"], dev_trains=params.train.dev_speakers == "train") as full:
             dropped = speakers_left_out(full.speakers, full.labels, job["train_fraction"], params.data.seed)
+    no_vscode_signals()
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live", dropped)
     model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)

@@ -336,3 +336,26 @@ def test_the_presets_table_compares_networks_on_the_folds_every_one_ran(tmp_path
     assert [r["all_folds"] for r in two["rows"]] == [None] * 5
     with pytest.raises(SystemExit, match="preset:x gru fold 2 seed 42 is in both"):
         table.main([a, b, b, "--folds", "0", "--out", str(tmp_path / "dup")])
+
+
+def test_fold_workers_leave_the_repositorys_vscode_signal_files_alone(tmp_path, monkeypatch):
+    """Parallel fold runs shared dvclive's .dvc/tmp/exps/run signal files, and one run's removal failed
+    another's; a worker turns them off (pipeline.crossval.no_vscode_signals)."""
+    import dvclive.live
+    import dvclive.vscode
+
+    from pipeline.crossval import no_vscode_signals
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for name in ("mark_dvclive_step_completed", "cleanup_dvclive_step_completed", "mark_dvclive_only_started",
+                 "mark_dvclive_only_ended"):
+        monkeypatch.setattr(dvclive.live, name, getattr(dvclive.vscode, name))  # restored after the test
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    dvclive.live.mark_dvclive_step_completed(1)  # as dvclive does without it: a file in the repository
+    assert (tmp_path / ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED").exists()
+    (tmp_path / ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED").unlink()
+    no_vscode_signals()
+    dvclive.live.mark_dvclive_step_completed(2)
+    dvclive.live.mark_dvclive_only_started("x")
+    assert list((tmp_path / ".dvc/tmp/exps/run").iterdir()) == []
