@@ -80,10 +80,11 @@ def verdict(name_a: str, name_b: str, paired: dict) -> str:
     """One sentence: a difference only when the speaker-bootstrap interval excludes 0."""
     d, low, high = paired["difference"], paired["ci_low"], paired["ci_high"]
     interval = f"{d:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}]"
-    if better_of(paired) is None:
+    side = better_of(paired)
+    if side is None:
         return (f"No significant difference between {name_a} and {name_b}: {name_b} − {name_a} balanced accuracy "
                 f"{interval} covers 0 (McNemar p = {paired['mcnemar']['p']:.3g}).")
-    better, worse = (name_b, name_a) if better_of(paired) == "b" else (name_a, name_b)
+    better, worse = (name_b, name_a) if side == "b" else (name_a, name_b)
     return (f"{better} is better than {worse}: {name_b} − {name_a} balanced accuracy {interval} excludes 0 "
             f"(McNemar p = {paired['mcnemar']['p']:.3g}, speaker sign test p = {paired['sign_test']['p']:.3g}).")
 
