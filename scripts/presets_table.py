@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         full[key] = row_of(runs[key], list(range(args.all_folds)))
     if missing:
         print(f"note: not on every fold of {folds}, left out: {', '.join(missing)}", file=sys.stderr)
+    if not rows:
+        raise SystemExit(f"error: no network of these files ran on every one of --folds {' '.join(map(str, folds))}; "
+                         "give the folds they ran")
     any_row = next(iter(rows.values()))
     lines = ["# The original study's networks, cross-validated on unseen speakers", "", args.note, "",
              f"On test folds {', '.join(map(str, folds))} of {args.all_folds} ({any_row['clips']} clips, "

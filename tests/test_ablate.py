@@ -334,6 +334,8 @@ def test_the_presets_table_compares_networks_on_the_folds_every_one_ran(tmp_path
     # --all-folds 5: no row has every fold, so no whole-corpus values
     assert {p["all_folds"] is None for p in two["paired"]} == {True}
     assert [r["all_folds"] for r in two["rows"]] == [None] * 5
+    with pytest.raises(SystemExit, match="no network of these files ran on every one of --folds 3"):
+        table.main([a, b, "--folds", "3", "--out", str(tmp_path / "none")])
     with pytest.raises(SystemExit, match="preset:x gru fold 2 seed 42 is in both"):
         table.main([a, b, b, "--folds", "0", "--out", str(tmp_path / "dup")])
 
