@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help run test test-fast bench compare compare-all final-model benchmark-corpus clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 # The venv is rebuilt only when requirements.txt or pyproject.toml change. Unpacking the wheels is quick;
 # pip's byte-compiling of them on one core is not (80 of 120 s here), so compileall does it on every core
@@ -22,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)  ## create .venv, install pinned requirements, run the DVC pipeline on the bundled sample
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
-	@echo; echo "Test-set metrics (metrics/eval.json):"; $(BIN)/dvc metrics show metrics/eval.json
+	@$(BIN)/python scripts/summary.py
 
 test: $(STAMP)  ## run the whole test suite (unit and end-to-end)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
@@ -31,16 +31,16 @@ test-fast: $(STAMP)  ## unit tests only (skips the end-to-end DVC run)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e"
 
 bench: $(STAMP)  ## benchmarks: features, training (packed vs padded RNN), prediction, CLI start-up, service load; bench/results.md
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.bench
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py
 
 compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset, 3 training seeds): reports/compare.{md,json,png}
-	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --seeds 1 2 3
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m acento.evaluation.compare --seeds 1 2 3
 
 compare-all: $(STAMP)  ## the same for the original study's presets (basic, deep, advanced) and the default
-	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pipeline.compare --presets basic deep advanced default
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m acento.evaluation.compare --presets basic deep advanced default
 
 final-model: $(STAMP)  ## the deployable model: one network per fold as one ensemble, models/final.pt (predict/serve use it)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.final
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m acento.training.final
 
 # Not committed: made on demand (about 3 min on 2 cores) with Debian's espeak-ng, sox and LAME.
 benchmark-corpus: $(STAMP)  ## the benchmark corpus for choosing defaults, with its oracle ceiling: data/benchmark/
@@ -49,4 +49,4 @@ benchmark-corpus: $(STAMP)  ## the benchmark corpus for choosing defaults, with 
 	$(BIN)/python scripts/oracle_ceiling.py data/benchmark/oracle.tsv | tee data/benchmark/ceiling.txt
 
 clean:  ## remove the venv, extracted data and DVC outputs (the sample archive stays)
-	rm -rf $(VENV) data/raw data/features data/prepared models/*.pt .pytest_cache
+	rm -rf $(VENV) data/raw data/features/*.h5 data/prepared/*.tsv models/*.pt .pytest_cache build

@@ -1,22 +1,16 @@
-"""acento: Spanish accent identification from Common Voice with recurrent networks.
+"""The DVC stages named in dvc.yaml, each `python -m pipeline.<stage>`: a short `main` that reads its paths
+and params and calls the library, `acento`.
 
-From Python, a trained model is one object (`pipeline.model.AccentModel`):
-
-    from pipeline import load
-    model = load("models/model.pt")
-    model.classify("clip.mp3")          # Prediction(label=..., probs={class: probability})
-
-`load`, `AccentModel` and `Prediction` are imported on first use, so that `import pipeline.config`
-(every stage) does not pay for torch.
+`from pipeline import load` (before 0.2) still works in a checkout, with a warning: use `acento.load`.
 """
-
-__version__ = "0.1.0"
-__all__ = ["AccentModel", "Prediction", "load"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from pipeline import model
+    if name in ("AccentModel", "Prediction", "load"):
+        import warnings
 
-        return getattr(model, name)
+        import acento
+
+        warnings.warn(f"pipeline.{name} is acento.{name} since acento 0.2", DeprecationWarning, stacklevel=2)
+        return getattr(acento, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

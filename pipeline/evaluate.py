@@ -3,7 +3,7 @@
 The test split is fold `data.fold`'s (with a cross-validated cache).  The test speakers were never seen in training (with `data.split_by: speaker`), so these numbers are
 unseen-speaker accuracy, the only kind that says anything about accents.  `speaker_accuracy` decides
 once per test speaker (highest summed probability over their clips), as a per-speaker decision would.
-The metrics and the confusion rows go through dvclive (`pipeline.scoring`), the PNG is for people
+The metrics and the confusion rows go through dvclive (`acento.evaluation.outputs`), the PNG is for people
 without DVC; `score` writes the same metrics for any other labelled release.
 """
 
@@ -14,16 +14,29 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.cache import SplitData
-from pipeline.config import Params
-from pipeline.errors import StageError
-from pipeline.metrics import classification_metrics
-from pipeline.model import AccentModel, ModelFileError
-from pipeline.network import count_parameters
-from pipeline.paths import CONFUSION, CONFUSION_PNG, EVAL_METRICS, EVAL_TIMING, FEATURE_CACHE, MODEL_FILE, PREDICTIONS
-from pipeline.runtime import configure_torch, select_device
-from pipeline.scoring import write_confusion_png, write_metrics, write_predictions
-from pipeline.stage import run_stage, write_json
+from acento.config import Params
+from acento.console import run_stage
+from acento.errors import StageError
+from acento.evaluation.metrics import classification_metrics
+from acento.evaluation.outputs import (
+    write_confusion_png,
+    write_metrics,
+    write_predictions,
+)
+from acento.features.cache import SplitData
+from acento.files import write_json
+from acento.model.accent_model import AccentModel, ModelFileError
+from acento.model.network import count_parameters
+from acento.paths import (
+    CONFUSION,
+    CONFUSION_PNG,
+    EVAL_METRICS,
+    EVAL_TIMING,
+    FEATURE_CACHE,
+    MODEL_FILE,
+    PREDICTIONS,
+)
+from acento.runtime import configure_torch, select_device
 
 
 def run(params: Params, args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ microphone band and sample rate.  So only the rewritten phonemes carry the accen
 
 Every rule is checked before building: the rewritten string must reach espeak-ng unchanged
 (`-x` echoes it back) and give different audio than the original, so no rule is a silent no-op.
-The rule table with its dialectology is `--rules` (markdown) and scripts/SAMPLE_CORPUS.md.
+The rule table with its dialectology is printed by `--rules` (Markdown).
 
 Also written, so every filter of the prepare and features stages has work: speakers with no accent,
 with only free text, with free text beside a preset, with two accents of different classes;
@@ -56,7 +56,7 @@ RELEASE = "cv-corpus-acento-sample-2.0"
 LOCALE = "es"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "sample" / "cv-corpus-sample-es.tar.gz"
 
-# Class name -> the real Common Voice accent preset its speakers chose (pipeline/commonvoice.py).
+# Class name -> the real Common Voice accent preset its speakers chose (acento/corpus/records.py).
 CLASSES = {
     "norte": "España: Norte peninsular (Asturias, Castilla y León, Cantabria, País Vasco, Navarra, Aragón, "
              "La Rioja, Guadalajara, Cuenca)",

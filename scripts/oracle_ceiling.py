@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.stats import balanced_accuracy  # noqa: E402
+from acento.evaluation.metrics import balanced_accuracy
 
 SPAIN = {"norte", "sur"}
 

@@ -1,13 +1,13 @@
 """Two rows compared clip by clip: B − A balanced accuracy on the same clips.
 
-Reads either two `python -m pipeline.ablate ... --predictions FILE.json` outputs made on the same cache
+Reads either two `python scripts/ablate.py ... --predictions FILE.json` outputs made on the same cache
 (same data and features params: the same clips in the same order in every fold), or two per-clip
 predictions CSVs (`acento-score --predictions FILE.csv`, or an experiment's metrics/predictions.csv) of
 the same clips.  An ablation file's probabilities are averaged over its training seeds (as the
 ablation's rows do) and its folds pooled.  Prints each row's balanced accuracy, the paired difference
 with its speaker-bootstrap interval, McNemar's exact test on clip correctness and a sign test over
-speakers (`pipeline.stats.paired_difference`), and how many of the shared training seeds, each alone,
-find B or A better (`pipeline.stats.seed_agreement`, as `make compare` does).  `--merge` (CSVs only, as
+speakers (`acento.evaluation.stats.paired_difference`), and how many of the shared training seeds, each alone,
+find B or A better (`acento.evaluation.stats.seed_agreement`, as `make compare` does).  `--merge` (CSVs only, as
 `acento-score --merge`) sums each clip's probabilities into coarser classes first.
 
   python scripts/paired_rows.py runs/select/p.json runs/devtrain/p.json
@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ablate import pooled_predictions
 
-from pipeline.ablate import pooled_predictions
-from pipeline.errors import StageError
-from pipeline.metrics import balanced_accuracy
-from pipeline.score import merge_matrix, parse_merge
-from pipeline.scoring import read_predictions
-from pipeline.stats import paired_difference, seed_agreement, verdict
+from acento.apps.score import merge_matrix, parse_merge
+from acento.errors import StageError
+from acento.evaluation.metrics import balanced_accuracy
+from acento.evaluation.outputs import read_predictions
+from acento.evaluation.stats import paired_difference, seed_agreement, verdict
 
 
 def pooled(path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:

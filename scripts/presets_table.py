@@ -1,6 +1,6 @@
 """The original study's table, redone: every network and cell of several ablation runs on the same speakers.
 
-Reads `python -m pipeline.ablate ... --predictions FILE.json` outputs made on the same cache (the same clips
+Reads `python scripts/ablate.py ... --predictions FILE.json` outputs made on the same cache (the same clips
 in the same order in every fold), groups their runs by network (the ablation's base variant: `preset:basic`,
 `default`, ...) and cell, keeps only the test folds given with `--folds` (a long run that did not cover every
 fold is compared on the folds it did), and writes, on those folds' clips:
@@ -9,7 +9,7 @@ fold is compared on the folds it did), and writes, on those folds' clips:
   training seeds) with its 95% speaker-bootstrap interval, each seed alone, the training accuracy and the
   seconds per fold-run; and on every fold where a file holds them all;
 - per network: GRU − LSTM paired on the same clips (speaker-bootstrap interval, exact McNemar test, sign test
-  over speakers: `pipeline.stats.paired_difference`);
+  over speakers: `acento.evaluation.stats.paired_difference`);
 - per network and cell: the network − `--reference` (default: `default`), paired the same way.
 
   python scripts/presets_table.py runs/basic/p.json runs/deep-adv/p.json runs/default/p.json \\
@@ -25,11 +25,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from ablate import pooled_predictions
 
-from pipeline.ablate import pooled_predictions
-from pipeline.metrics import balanced_accuracy
-from pipeline.stage import atomic_path, write_json
-from pipeline.stats import better_of, paired_difference, pooled_balanced_accuracy
+from acento.evaluation.metrics import balanced_accuracy
+from acento.evaluation.stats import (
+    better_of,
+    paired_difference,
+    pooled_balanced_accuracy,
+)
+from acento.files import atomic_path, write_json
 
 
 def load(paths: list[Path]) -> dict[tuple[str, str], list[dict]]:
@@ -75,7 +79,7 @@ def paired(a: dict, b: dict) -> dict:
 
 
 def pair_line(name_a: str, name_b: str, p: dict, whole: dict | None) -> str:
-    """A table row of B − A, with the better of the two by its speaker interval (as `pipeline.stats.verdict`),
+    """A table row of B − A, with the better of the two by its speaker interval (as `acento.evaluation.stats.verdict`),
     and the same on every fold (`whole`) when both rows have them."""
     better = {"a": name_a, "b": name_b, None: "no significant difference"}[better_of(p)]
     every = "–" if whole is None else f"{whole['difference']:+.3f} [{whole['ci_low']:+.3f}, {whole['ci_high']:+.3f}]"

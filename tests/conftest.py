@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline.download import extract_release
-from pipeline.features import build_cache
-from tests.helpers import SAMPLE, params, tone
+from acento.corpus.release import extract_release
+from acento.features.build import build_cache
+from tests.helpers import SAMPLE, params, tiny, tone
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +30,10 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_model(cache, tmp_path_factory):
-    from pipeline.train import train
+    from acento.training.trainer import train
 
     out = tmp_path_factory.mktemp("model") / "model.pt"
-    tiny = {"train.epochs": 4, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
-            "train.batch_size": 4, "runtime.num_threads": 1}
-    train(params(**tiny), cache, out, out.parent / "live")
+    train(params(**tiny(epochs=4)), cache, out, out.parent / "live")
     return out
 
 

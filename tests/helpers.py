@@ -9,8 +9,8 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from pipeline.commonvoice import SPANISH_PRESETS
-from pipeline.config import Params, apply_overrides, parse_params
+from acento.config import Params, apply_overrides, parse_params
+from acento.corpus.records import SPANISH_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "cv-corpus-sample-es.tar.gz"
@@ -93,9 +93,9 @@ def untrained_model(path: Path, cell: str = "lstm", seed: int = 0) -> Path:
 
     import torch
 
-    from pipeline.data import Normaliser
-    from pipeline.model import AccentModel
-    from pipeline.network import AccentClassifier
+    from acento.model.accent_model import AccentModel
+    from acento.model.network import AccentClassifier
+    from acento.training.batches import Normaliser
 
     p = params()
     torch.manual_seed(seed)
@@ -117,3 +117,10 @@ def load_script(name: str):
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def tiny(epochs: int = 1, **more) -> dict:
+    """The tests' training settings, in one place: a network of 8 units in one layer (seconds per run on
+    one thread), batches of 4, `epochs` epochs; `more` adds or overrides params.yaml keys."""
+    return {"train.epochs": epochs, "rnn.hidden_size": 8, "rnn.num_layers": 1, "rnn.frontend_channels": 8,
+            "train.batch_size": 4, "runtime.num_threads": 1, **more}

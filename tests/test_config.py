@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, apply_overrides, load_params, parse_params
+from acento.config import ConfigError, apply_overrides, load_params, parse_params
 from tests.helpers import ROOT, params
 
 

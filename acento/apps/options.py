@@ -1,0 +1,25 @@
+"""Options shared by the commands that classify (`acento-predict`, `acento-serve`, `acento-score`)."""
+
+import os
+from pathlib import Path
+
+from acento.paths import FINAL_MODEL, MODEL_FILE
+
+MODEL_ENV = "ACENTO_MODEL_FILE"  # a model file for every command, wherever it runs (an installed acento)
+
+
+def deployed_model() -> Path:
+    """The model file the apps use by default: $ACENTO_MODEL_FILE when set; else, relative to the current
+    folder (a checkout), the ensemble of `make final-model` where it exists (trained on every labelled
+    speaker), else the pipeline's model of `dvc repro`."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV]).expanduser()
+    return FINAL_MODEL if FINAL_MODEL.is_file() else MODEL_FILE
+
+
+def add_model_file_option(parser) -> None:
+    """The `--model-file` option of the tools that classify (an argparse parser), defaulting to `deployed_model()`."""
+    parser.add_argument("--model-file", "--model", dest="model_file", default=deployed_model(),
+                        help=f"trained model file (default: ${MODEL_ENV} if set, else {FINAL_MODEL} from "
+                             f"`make final-model` if it exists, else {MODEL_FILE} from `dvc repro`, both "
+                             "relative to the current folder)")

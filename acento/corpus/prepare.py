@@ -1,0 +1,194 @@
+"""From a release's TSVs to the clip manifest: labelled, filtered, every drop counted by reason.
+
+`labelled_clips` reads the TSV records (`acento.corpus.records`), maps accents to classes and drops
+what cannot be used; `prepare` then caps clips per speaker and per class and assigns every speaker to
+one test fold (`acento.corpus.splits`).  The `prepare` stage (pipeline/prepare.py) writes the result;
+`acento-score` reads any other labelled release with `labelled_clips`, as the stage does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from acento.audio.decode import AudioError, audio_seconds
+from acento.config import DataConfig
+from acento.corpus.manifest import COLUMNS, SPLITS
+from acento.corpus.records import (
+    SPANISH_PRESETS,
+    read_durations,
+    read_tsv,
+    split_accents,
+)
+from acento.corpus.splits import (
+    assign_folds,
+    cap_per_group,
+    split_clips,
+    split_speakers,
+)
+from acento.errors import StageError
+
+DROP_REASONS = ("malformed_row", "duplicate_clip", "down_voted", "no_accent", "unmapped_accent",
+                "ambiguous_accent", "missing_file", "unknown_duration", "too_short", "too_long",
+                "speaker_cap", "class_cap", "too_few_speakers")
+
+
+def accent_class(accents: list[str], accent_to_class: dict[str, str]) -> tuple[str | None, str | None]:
+    """(class, None) for a row whose accents map to one class, else (None, drop reason)."""
+    if not accents:
+        return None, "no_accent"
+    classes = {accent_to_class[a] for a in accents if a in accent_to_class}
+    if not classes:
+        return None, "unmapped_accent"
+    if len(classes) > 1:
+        return None, "ambiguous_accent"
+    return classes.pop(), None
+
+
+def read_rows(locale_dir: Path, tsvs: list[str], dropped: Counter[str]) -> pd.DataFrame:
+    """The listed TSVs' rows as text; a clip listed twice is kept once (its first row)."""
+    frames = []
+    for name in tsvs:
+        frame, malformed = read_tsv(locale_dir / name)
+        dropped["malformed_row"] += malformed
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    before = len(rows)
+    rows = rows.drop_duplicates(subset="path", keep="first")
+    dropped["duplicate_clip"] += before - len(rows)
+    return rows
+
+
+def drop_down_voted(rows: pd.DataFrame, max_down_votes: int, dropped: Counter[str]) -> pd.DataFrame:
+    down = pd.to_numeric(rows["down_votes"], errors="coerce").fillna(0)
+    dropped["down_voted"] += int((down > max_down_votes).sum())
+    return rows[down <= max_down_votes]
+
+
+def label_rows(rows: pd.DataFrame, classes: dict[str, list[str]], dropped: Counter[str]) -> pd.DataFrame:
+    """Parses `accents` (presets with commas matched whole) and keeps rows that map to exactly one class."""
+    accent_to_class = {a: cls for cls, accents in classes.items() for a in accents}
+    known = set(SPANISH_PRESETS) | set(accent_to_class)
+    parsed = [split_accents(a, known) for a in rows["accents"]]
+    outcome = [accent_class(a, accent_to_class) for a in parsed]
+    rows = rows.assign(accents=["|".join(a) for a in parsed], label=[c for c, _ in outcome])
+    dropped.update(r for _, r in outcome if r)
+    return rows[rows["label"].notna()]
+
+
+def drop_missing_files(rows: pd.DataFrame, clips_dir: Path, dropped: Counter[str]) -> pd.DataFrame:
+    with os.scandir(clips_dir) as it:
+        present = {e.name for e in it}
+    exists = rows["path"].isin(present)
+    dropped["missing_file"] += int((~exists).sum())
+    return rows[exists]
+
+
+def clip_seconds(locale_dir: Path, clips: pd.Series) -> pd.Series:
+    """Duration of each clip in seconds (NaN where unknown), from clip_durations.tsv when the release
+    has it, else from each file's exact frame count (releases before 16.1: slow, but only once; an
+    MP3's header estimate can be several times off, so MPEG frames are counted)."""
+    durations = read_durations(locale_dir)
+    if durations is None:
+        durations = {}
+        for clip in clips:
+            try:
+                durations[clip] = audio_seconds(locale_dir / "clips" / clip)
+            except AudioError:
+                pass
+    return clips.map(durations)
+
+
+def filter_durations(rows: pd.DataFrame, seconds: pd.Series, data: DataConfig, dropped: Counter[str]) -> pd.DataFrame:
+    dropped["unknown_duration"] += int(seconds.isna().sum())
+    dropped["too_short"] += int((seconds < data.min_seconds).sum())
+    dropped["too_long"] += int((seconds > data.max_seconds).sum())
+    return rows.assign(duration=seconds)[seconds.between(data.min_seconds, data.max_seconds)]
+
+
+def drop_small_classes(rows: pd.DataFrame, min_speakers: int, dropped: Counter[str]) -> pd.DataFrame:
+    speakers_per_class = rows.groupby("label")["speaker"].nunique()
+    too_few = speakers_per_class[speakers_per_class < min_speakers]
+    for label, n_spk in too_few.items():
+        print(f"warning: class {label!r} has {n_spk} speaker(s), fewer than data.min_speakers="
+              f"{min_speakers}: dropped", file=sys.stderr)
+    dropped["too_few_speakers"] += int(rows["label"].isin(too_few.index).sum())
+    return rows[~rows["label"].isin(too_few.index)]
+
+
+def split_metrics(rows: pd.DataFrame, dropped: Counter[str]) -> dict:
+    """Clips and speakers per class in each part of the manifest: each test fold ("fold0", "fold1", ...)
+    when cross-validated (fold f's training and dev speakers are the other folds'), else each split;
+    and the dropped rows by reason.  Warns about a class missing from a part."""
+    part = part_names(rows)
+    folds = int(rows["fold"].max()) + 1 if len(rows) else 0
+    parts = [f"fold{k}" for k in range(folds)] if folds > 0 else list(SPLITS)
+    for label in sorted(rows["label"].unique()):
+        missing = [p for p in parts if not ((rows["label"] == label) & (part == p)).any()]
+        if missing:
+            print(f"warning: class {label!r} has too few speakers to appear in {', '.join(missing)}",
+                  file=sys.stderr)
+    return {
+        "clips": {p: {c: int(n) for c, n in rows[part == p]["label"].value_counts().sort_index().items()}
+                  for p in parts},
+        "speakers": {p: {c: int(n) for c, n in rows[part == p].groupby("label")["speaker"].nunique().items()}
+                     for p in parts},
+        "dropped": dict(dropped),
+    }
+
+
+def part_names(rows: pd.DataFrame) -> pd.Series:
+    """Each row's part for the metrics: "fold<k>" for a cross-validated clip, else its split."""
+    return pd.Series(np.where(rows["fold"] >= 0, "fold" + rows["fold"].astype(str), rows["split"]),
+                     index=rows.index)
+
+
+def labelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Counter[str]]:
+    """The clips of the release at `locale_dir` that map to one class of `data.classes` and pass the
+    row filters (down votes, present file, known duration within data.min/max_seconds), before any
+    cap or split; also what `score` classifies.
+
+    Returns rows with clip, audio_path, speaker, accents, label, duration (seconds), and the rows
+    dropped by reason (every DROP_REASONS key, the later steps' at 0).
+    """
+    dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
+    rows = read_rows(locale_dir, data.tsvs, dropped)
+    rows = drop_down_voted(rows, data.max_down_votes, dropped)
+    rows = label_rows(rows, data.classes, dropped)
+    clips_dir = locale_dir / "clips"
+    rows = drop_missing_files(rows, clips_dir, dropped)
+    rows = filter_durations(rows, clip_seconds(locale_dir, rows["path"]), data, dropped)
+    rows = rows.rename(columns={"path": "clip", "client_id": "speaker"})
+    return rows.assign(audio_path=[str(clips_dir / c) for c in rows["clip"]]), dropped
+
+
+def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """The clip manifest of the release at `locale_dir`, and the stage metrics.
+
+    Each step drops rows and counts them by reason (DROP_REASONS), so no row is lost unexplained.
+    Returns a frame with manifest.COLUMNS (duration in seconds; split in SPLITS, or fold and
+    dev_folds when cross-validated: `acento.corpus.manifest`) and {"clips": {part: {class: n}}, "speakers":
+    {part: {class: n}}, "dropped": {reason: n}}, a part being a split or a test fold (`split_metrics`).
+    """
+    rows, dropped = labelled_clips(data, locale_dir)
+    rows, dropped["speaker_cap"] = cap_per_group(rows, "speaker", data.max_clips_per_speaker, data.seed)
+    rows, dropped["class_cap"] = cap_per_group(rows, "label", data.max_clips_per_class, data.seed)
+    rows = drop_small_classes(rows, data.min_speakers, dropped)
+    if rows["label"].nunique() < 2:
+        raise StageError(f"{locale_dir}: fewer than two classes left after filtering (dropped: "
+                         f"{dict((k, v) for k, v in dropped.items() if v)}); check data.classes and data.tsvs")
+    if data.split_by == "clip":
+        rows = rows.assign(split=split_clips(rows, data), fold=-1, dev_folds=0)
+    elif data.folds >= 2:
+        fold, dev_folds = assign_folds(rows, data)
+        rows = rows.assign(split="", fold=fold, dev_folds=dev_folds)
+    else:
+        rows = rows.assign(split=rows["speaker"].map(split_speakers(rows, data)), fold=-1, dev_folds=0)
+    # Within each split of any fold, clips stay in this order (label, speaker, clip), as the cache keeps it.
+    rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
+    return rows, split_metrics(rows, dropped)

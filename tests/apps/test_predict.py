@@ -1,0 +1,119 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from acento.apps.predict import main as predict_main
+from acento.features.cache import SplitData
+from acento.model.accent_model import AccentModel
+from tests.helpers import ROOT, tone
+
+HEAVY = ("librosa", "scipy", "numba", "pandas", "h5py", "sklearn", "matplotlib", "dvclive")
+
+
+def run(capsys, *argv):
+    code = predict_main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_probabilities_sum_to_one_and_labels_agree_with_evaluate(cache, trained_model, capsys):
+    with SplitData(cache, "test") as test:
+        probs = AccentModel.load(trained_model, batch_size=8).predict_split(test)
+    files = [cache.parent / clip for clip in test.clips]
+    code, out, _ = run(capsys, "--model", trained_model, "--json", *files)
+    assert code == 0
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in results] == [str(f) for f in files]
+    for result, expected in zip(results, probs):
+        assert sum(result["probs"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert result["label"] == test.classes[int(expected.argmax())]
+        # the cache stores float16 features; predict computes float32 ones
+        assert list(result["probs"].values()) == pytest.approx(expected.tolist(), abs=0.02)
+
+
+def test_bad_files_are_reported_while_others_succeed(cache, trained_model, tmp_path, capsys):
+    (tmp_path / "corrupt.mp3").write_bytes(b"\xff\xfb" + b"garbage" * 100)
+    stereo = tmp_path / "stereo32k.wav"
+    sf.write(stereo, tone(1.0, rate=32000, channels=2), 32000)
+    code, out, err = run(capsys, "--model", trained_model, "--json", stereo, tmp_path / "corrupt.mp3",
+                         tmp_path / "missing.flac")
+    results = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and "2 of 3 file(s) could not be classified" in err
+    assert results[0]["file"] == str(stereo) and results[0]["label"] in ("high", "low")
+    assert results[1]["error"].startswith("unreadable_audio") and results[2]["error"].startswith("missing_file")
+
+
+def test_table_with_top_k_and_folders(cache, trained_model, tmp_path, capsys):
+    for i in range(12):  # enough files for the decoding process pool
+        sf.write(tmp_path / f"clip{i}.flac", tone(0.8, rate=44100, freq=300 + 40 * i, seed=i), 44100)
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: not listed
+    code, out, _ = run(capsys, "--model", trained_model, "--top", 1, "--workers", 2, tmp_path)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "file\tlabel\tprobabilities" and len(lines) == 13
+    label, probs = lines[1].split("\t")[1:]
+    assert probs.startswith(label) and len(probs.split("  ")) == 1
+
+
+def test_non_model_file_is_refused(tmp_path, capsys):
+    (tmp_path / "fake.pt").write_bytes(np.arange(10).tobytes())
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(0.5, rate=16000), 16000)
+    code, _, err = run(capsys, "--model", tmp_path / "fake.pt", wav)
+    assert code == 2 and err.startswith("error: ") and "not an acento model file" in err
+
+
+def test_predicting_imports_only_what_it_needs_and_no_stage_imports_librosa():
+    """A one-clip `acento-predict` should cost little more than importing torch: none of the stage-only
+    libraries, and no librosa or scipy anywhere (the features stage computes log-mels as predict does)."""
+    code = ("import json, sys; import acento.apps.predict; a = set(sys.modules); import acento.apps.serve; "
+            "b = set(sys.modules); import pipeline.features; print(json.dumps([sorted(a), sorted(b), sorted(sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    predict, serve, features = (set(m.split(".")[0] for m in mods) for mods in json.loads(out))
+    assert "torch" in predict and not predict & set(HEAVY)
+    assert "fastapi" in serve and not serve & set(HEAVY)
+    assert "pandas" in features and not features & {"librosa", "scipy", "numba"}
+
+
+def test_every_file_in_a_folder_gets_a_line_whatever_its_name(cache, trained_model, tmp_path, capsys):
+    from tests.audio.test_decode import TITLE, id3_tag, mp3_bytes
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    sf.write(folder / "a.aiff", tone(1.0, rate=22050, freq=300), 22050, format="AIFF")
+    (folder / "b.MP3").write_bytes(mp3_bytes(1.5))
+    (folder / "c.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00isomiso2" + bytes(range(256)) * 20)
+    (folder / "d.webm").write_bytes(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01webm" + bytes(range(256)) * 20)
+    (folder / "e.mp3").write_bytes(id3_tag(TITLE))  # a tag and no audio
+    (folder / "f.wav").write_bytes(b"")
+    sf.write(folder / "g.wav", tone(0.015, rate=16000) * 3, 16000)  # a loud 15 ms tone
+    sf.write(folder / "h.flac", np.full(16000, 0.2, np.float32), 16000)  # a DC offset: nothing to hear
+    code, out, err = run(capsys, "--model", trained_model, "--json", folder)
+    results = {Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    assert sorted(results) == ["a.aiff", "b.MP3", "c.m4a", "d.webm", "e.mp3", "f.wav", "g.wav", "h.flac"]
+    assert results["a.aiff"]["label"] in ("high", "low") and results["b.MP3"]["label"] in ("high", "low")
+    assert results["b.MP3"]["seconds"] == pytest.approx(1.5, abs=0.03) and not results["b.MP3"]["cropped"]
+    reasons = {name: r["error"].split(":")[0] for name, r in results.items() if "error" in r}
+    assert reasons == {"c.m4a": "unsupported_format", "d.webm": "unsupported_format", "e.mp3": "empty_audio",
+                       "f.wav": "empty_audio", "g.wav": "too_short", "h.flac": "silent_audio"}
+    assert all(name in results[name]["error"] for name in reasons)
+    assert code == 1 and "6 of 8 file(s) could not be classified" in err
+
+
+def test_the_model_file_comes_from_the_environment_outside_a_checkout(trained_model, tmp_path, capsys, monkeypatch):
+    """An installed acento-predict run in any folder finds the model through $ACENTO_MODEL_FILE; without it,
+    one line names the path it looked for, the folder and both ways out."""
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(0.5, rate=16000), 16000)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ACENTO_MODEL_FILE", raising=False)
+    code, _, err = run(capsys, wav)
+    assert code == 2 and "models/model.pt: no such model file" in err and str(tmp_path) in err
+    assert "--model-file" in err and "ACENTO_MODEL_FILE" in err
+    monkeypatch.setenv("ACENTO_MODEL_FILE", str(trained_model))
+    code, out, err = run(capsys, "--json", wav)
+    assert code == 0 and json.loads(out.splitlines()[0])["label"] in ("high", "low"), err

@@ -1,0 +1,205 @@
+"""The prediction service, through FastAPI's TestClient (no server, no network)."""
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+import acento.apps.serve as serve
+from acento.apps.predict import main as predict_main
+from acento.model.accent_model import AccentModel
+from tests.helpers import tone
+
+
+def wav_bytes(seconds: float, rate: int = 16000, freq: float = 900.0, level: float = 1.0) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, level * tone(seconds, rate=rate, freq=freq), rate, format="WAV")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(trained_model):
+    return TestClient(serve.create_app(trained_model, max_upload_mb=1))
+
+
+def upload(*named: tuple[str, bytes]) -> list:
+    return [("files", (name, data, "application/octet-stream")) for name, data in named]
+
+
+def test_health_names_the_model_its_classes_features_and_checksum(client, trained_model):
+    ckpt = AccentModel.load(trained_model).checkpoint()
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == ckpt["model"] == "lstm"
+    assert health["classes"] == ckpt["classes"] == ["high", "low"]
+    assert health["features"] == ckpt["features"] and health["features"]["n_mels"] == 64
+    assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
+    # concurrency 0 (the default) means one request per core this process may use
+    assert health["limits"] == {"max_upload_mb": 1, "max_seconds": 60.0, "concurrency": len(os.sched_getaffinity(0)),
+                                "queue": 16}
+    limited = TestClient(serve.create_app(trained_model, concurrency=3, queue=5)).get("/health").json()["limits"]
+    assert (limited["concurrency"], limited["queue"]) == (3, 5)
+
+
+def test_several_files_in_one_request_get_the_clis_answers(client, trained_model, sample_clips, tmp_path, capsys):
+    files = sample_clips[:3] + [tmp_path / "tone.wav"]
+    (tmp_path / "tone.wav").write_bytes(wav_bytes(1.0, rate=44100, freq=250.0))
+    assert predict_main(["--model", str(trained_model), "--json", *map(str, files)]) == 0
+    cli = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # a client's name is echoed, never used as a path: the bytes are read from the request
+    names = [f.name for f in files[:3]] + ["../../etc/tone.wav"]
+    response = client.post("/predict", files=upload(*zip(names, (f.read_bytes() for f in files))))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["file"] for r in results] == names
+    for got, expected in zip(results, cli):
+        assert got["label"] == expected["label"]
+        assert got["probs"] == pytest.approx(expected["probs"], abs=1e-3)
+        assert "log_mel" not in got
+    assert results[3]["seconds"] == 1.0 and results[3]["cropped"] is False
+    assert 0.9 <= results[3]["analysed_seconds"] <= 1.01  # the tone has no silence to trim
+
+
+def test_a_clip_over_the_length_limit_is_cropped_and_the_response_says_so(trained_model):
+    client = TestClient(serve.create_app(trained_model, max_seconds=2.0))
+    result = client.post("/predict?spectrogram=true", files=upload(("long.wav", wav_bytes(3.0)))).json()["results"][0]
+    assert result["seconds"] == 3.0 and result["cropped"] is True
+    assert "only the first 2 s were read" in result["note"]
+    assert result["analysed_seconds"] == pytest.approx(2.0, abs=0.02)
+    picture = result["log_mel"]
+    assert (picture["frames"], picture["n_mels"]) == (201, 64)
+    assert len(base64.b64decode(picture["data"])) == 201 * 64
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("garbage.mp3", b"\xff\xfb" + b"garbage" * 100, "unreadable_audio"),
+    ("notes.txt", "Hola, ¿qué tal?\n".encode() * 20, "unsupported_format"),
+    ("empty.wav", b"", "empty_audio"),
+    ("silence.wav", wav_bytes(1.0, level=0.0), "silent_audio"),
+])
+def test_unusable_uploads_get_422_naming_the_file(client, name, data, reason):
+    response = client.post("/predict", files=upload(("fine.wav", wav_bytes(0.5)), (name, data)))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["errors"] == [{"file": name, "error": body["errors"][0]["error"]}]
+    assert body["errors"][0]["error"].startswith(f"{reason}: {name}: ")
+    assert body["detail"].startswith("1 of 2 upload(s) could not be classified: ") and name in body["detail"]
+
+
+def test_a_request_without_files_is_422(client):
+    assert client.post("/predict").status_code == 422
+
+
+def test_a_body_over_the_limit_gets_413_declared_or_streamed(client):
+    big = upload(("big.wav", wav_bytes(40.0)))  # 1.2 MB against the 1 MB limit
+    response = client.post("/predict", files=big)
+    assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.wav\"\r\n\r\n"
+        for _ in range(20):
+            yield b"\0" * 65536
+    response = client.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
+
+
+def test_health_answers_while_a_request_is_classified_and_excess_requests_get_503(trained_model, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    real = serve.Classifier.__call__
+
+    def slow(self, *args):
+        entered.set()
+        release.wait(30)
+        return real(self, *args)
+
+    monkeypatch.setattr(serve.Classifier, "__call__", slow)
+    app = serve.create_app(trained_model, concurrency=1, queue=0)
+    files = upload(("a.wav", wav_bytes(0.5)))
+    with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
+        try:
+            first = pool.submit(client.post, "/predict", files=files)
+            assert entered.wait(30)
+            assert client.get("/health").status_code == 200  # the event loop is free meanwhile
+            busy = client.post("/predict", files=files)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        finally:
+            release.set()
+        assert first.result(30).status_code == 200
+
+
+def test_the_page_and_the_api_docs_are_served_and_the_page_loads_nothing_from_elsewhere(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "predict?spectrogram=true" in page.text and 'id="record"' in page.text
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
+    assert client.get("/docs").status_code == 200
+    assert {"/predict", "/health"} <= set(client.get("/openapi.json").json()["paths"])
+
+
+def test_a_missing_model_file_is_one_line_and_status_2(tmp_path, capsys):
+    assert serve.main(["--model", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such model file" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("disposition", ['form-data; name="files"', "form-data; name=\"files\"; filename*=UTF-8''a%C3%B1o.wav"],
+                         ids=["no filename", "only filename*"])
+def test_a_malformed_part_gets_a_short_422_that_does_not_echo_the_upload(client, disposition):
+    data = wav_bytes(10.0)  # 320 kB
+    boundary = "acentoboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: audio/wav\r\n\r\n".encode()
+            + data + f"\r\n--{boundary}--\r\n".encode())
+    response = client.post("/predict", content=body,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 422
+    assert len(response.content) < 1000
+    detail = response.json()["detail"]
+    assert "files" in detail and "filename" in detail
+
+
+def test_a_request_without_files_gets_a_short_422_naming_the_field(client):
+    response = client.post("/predict", data={"other": "x" * 5000})
+    assert response.status_code == 422 and len(response.content) < 1000 and "files" in response.json()["detail"]
+
+
+def test_the_service_decodes_what_predict_decodes_junk_first_or_vbr_without_xing(client, trained_model, tmp_path,
+                                                                                 capsys):
+    from tests.audio.test_decode import mp3_bytes, without_length_tag
+
+    junk = b"\x00" * 4096 + mp3_bytes(4.0)
+    vbr = without_length_tag(mp3_bytes(6.0, seed=3))
+    response = client.post("/predict", files=upload(("junk.mp3", junk), ("junk.wav", junk), ("vbr.mp3", vbr)))
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["seconds"] for r in results] == pytest.approx([4.0, 4.0, 6.0], abs=0.06)
+    assert not any(r["cropped"] for r in results)
+    (tmp_path / "junk.wav").write_bytes(junk)
+    (tmp_path / "vbr.mp3").write_bytes(vbr)
+    assert predict_main(["--model-file", str(trained_model), "--json", str(tmp_path / "junk.wav"),
+                         str(tmp_path / "vbr.mp3")]) == 0
+    from_cli = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["probs"] for r in from_cli] == [r["probs"] for r in results[1:]]
+    assert [r["seconds"] for r in from_cli] == [r["seconds"] for r in results[1:]]
+
+
+def test_the_api_reference_page_works_offline(client):
+    """/docs is a page of its own, with no script from a CDN (FastAPI's Swagger page is blank offline)."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<script" not in page.text and "cdn" not in page.text.lower()
+    assert "POST /predict" in page.text and "GET /health" in page.text and "/openapi.json" in page.text
+    assert client.get("/redoc").status_code == 404
+
+
+def test_create_app_defaults_to_the_commands_model_file(trained_model, monkeypatch):
+    """create_app() and acento-serve pick the same model file when given none ($ACENTO_MODEL_FILE here)."""
+    monkeypatch.setenv("ACENTO_MODEL_FILE", str(trained_model))
+    health = TestClient(serve.create_app()).get("/health").json()
+    assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()

@@ -1,0 +1,219 @@
+import argparse
+import json
+
+import pandas as pd
+import pytest
+
+from acento.corpus.manifest import SPLITS
+from acento.corpus.prepare import DROP_REASONS, prepare
+from acento.errors import StageError
+from pipeline.prepare import run as prepare_run
+from tests.helpers import (
+    CARIBE,
+    CENTRO,
+    MEXICO,
+    NORTE,
+    SUR,
+    balanced_rows,
+    make_release,
+    params,
+    speaker_id,
+)
+
+SINGLE_SPLIT = {"data.folds": 0}  # one split by data.split fractions, not cross-validation folds
+
+
+TWO_CLASSES = {"espana": [NORTE, CENTRO, SUR], "america": [MEXICO, CARIBE]}  # unless a test gives its own
+
+
+def run(tmp_path, rows, **overrides):
+    locale = make_release(tmp_path, rows, audio=False)
+    for row in rows:  # clips only need to exist for prepare
+        if not row.get("_no_file"):
+            (locale / "clips" / row["path"]).write_bytes(b"")
+    return prepare(params(**{"data.classes": TWO_CLASSES, **overrides}).data, locale)
+
+
+def test_each_drop_reason_is_counted(tmp_path):
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=2)
+    extra = [
+        {"client_id": speaker_id(90), "path": "noacc.mp3", "accents": ""},
+        {"client_id": speaker_id(91), "path": "unmapped.mp3", "accents": "acento neutro"},
+        {"client_id": speaker_id(92), "path": "ambiguous.mp3", "accents": f"{MEXICO},{NORTE}"},
+        {"client_id": speaker_id(93), "path": "missing.mp3", "accents": MEXICO, "_no_file": True},
+        {"client_id": speaker_id(94), "path": "short.mp3", "accents": MEXICO, "seconds": 0.4},
+        {"client_id": speaker_id(95), "path": "long.mp3", "accents": MEXICO, "seconds": 30},
+        {"client_id": speaker_id(96), "path": "down.mp3", "accents": MEXICO, "down_votes": 3},
+        {"client_id": speaker_id(0), "path": rows[0]["path"], "accents": NORTE},  # duplicate clip
+        {"client_id": speaker_id(97), "path": "lonely.mp3", "accents": CARIBE},  # mapped to a 1-speaker class
+    ]
+    classes = {"espana": [NORTE], "america": [MEXICO], "caribe": [CARIBE]}
+    frame, metrics = run(tmp_path, rows + extra, **{"data.classes": classes, "data.min_speakers": 2})
+    dropped = metrics["dropped"]
+    assert set(DROP_REASONS) <= set(dropped)
+    expected = {"no_accent": 1, "unmapped_accent": 1, "ambiguous_accent": 1, "missing_file": 1, "too_short": 1,
+                "too_long": 1, "down_voted": 1, "duplicate_clip": 1, "too_few_speakers": 1}
+    assert {k: dropped[k] for k in expected} == expected
+    assert len(frame) == len(rows)
+    assert set(frame["label"]) == {"espana", "america"}
+
+
+def test_caps_per_speaker_and_class(tmp_path):
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=5)
+    frame, metrics = run(tmp_path, rows, **{"data.max_clips_per_speaker": 3})
+    assert frame.groupby("speaker").size().max() == 3
+    assert metrics["dropped"]["speaker_cap"] == 8 * 2
+    frame, metrics = run(tmp_path, rows, **{"data.max_clips_per_class": 12})
+    assert frame.groupby("label").size().tolist() == [12, 12]
+    assert metrics["dropped"]["class_cap"] == 2 * (20 - 12)
+
+
+def test_free_text_beside_one_class_keeps_the_row(tmp_path):
+    rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)
+    rows[0]["accents"] = f"{NORTE},catalán"
+    frame, _ = run(tmp_path, rows, **SINGLE_SPLIT)
+    assert frame.loc[frame["clip"] == rows[0]["path"], "label"].item() == "espana"
+    assert frame.loc[frame["clip"] == rows[0]["path"], "accents"].item() == f"{NORTE}|catalán"
+
+
+def test_no_speaker_crosses_splits_and_every_split_has_each_class(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=3)
+    rows += [{"client_id": speaker_id(50), "path": f"prolific{k}.mp3", "accents": SUR} for k in range(25)]
+    frame, metrics = run(tmp_path, rows, **SINGLE_SPLIT)
+    assert (frame.groupby("speaker")["split"].nunique() == 1).all()
+    assert frame.loc[frame["speaker"] == speaker_id(50), "split"].unique().tolist() == ["train"]
+    for split in SPLITS:
+        assert set(metrics["clips"][split]) == {"espana", "america"}
+        assert sum(metrics["speakers"][split].values()) == frame[frame["split"] == split]["speaker"].nunique()
+
+
+def test_split_is_deterministic_and_follows_the_seed(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
+    a, _ = run(tmp_path, [dict(r) for r in rows])
+    b, _ = run(tmp_path, [dict(r) for r in reversed(rows)])
+    c, _ = run(tmp_path, [dict(r) for r in rows], **{"data.seed": 7})
+    key = ["clip", "split", "fold", "dev_folds"]
+    pd.testing.assert_frame_equal(a[key].sort_values("clip").reset_index(drop=True),
+                                  b[key].sort_values("clip").reset_index(drop=True))
+    assert not a[key].sort_values("clip").reset_index(drop=True).equals(c[key].sort_values("clip").reset_index(drop=True))
+
+
+def test_clip_split_leaks_speakers_as_the_original_study_did(tmp_path):
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=10)
+    frame, _ = run(tmp_path, rows, **{**SINGLE_SPLIT, "data.split_by": "clip"})
+    assert (frame.groupby("speaker")["split"].nunique() > 1).any()
+    assert frame["split"].value_counts()["train"] == pytest.approx(0.6 * len(frame), abs=2)
+
+
+def test_warns_when_a_class_cannot_fill_every_split(tmp_path, capsys):
+    rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)
+    rows += [{"client_id": speaker_id(60 + n), "path": f"car{n}.mp3", "accents": CARIBE} for n in range(1)]
+    classes = {"espana": [NORTE], "america": [MEXICO], "caribe": [CARIBE]}
+    run(tmp_path, rows, **{**SINGLE_SPLIT, "data.classes": classes, "data.min_speakers": 1})
+    assert "class 'caribe' has too few speakers to appear in dev, test" in capsys.readouterr().err
+
+
+def test_more_folds_than_speakers_is_a_clear_error(tmp_path):
+    rows = balanced_rows(speakers_per_class=2, clips_per_speaker=2)
+    with pytest.raises(StageError, match=r"data.folds = 5 needs at least 5 speakers; 4 are left .* lower data.folds"):
+        run(tmp_path, rows, **{"data.min_speakers": 1})
+
+
+def test_fewer_than_two_classes_is_a_clear_error(tmp_path):
+    rows = [r for r in balanced_rows() if r["accents"] == NORTE]
+    with pytest.raises(StageError, match="fewer than two classes left"):
+        run(tmp_path, rows)
+
+
+def test_stage_writes_manifest_and_metrics(tmp_path):
+    locale = make_release(tmp_path, balanced_rows(speakers_per_class=3, clips_per_speaker=2))
+    (tmp_path / "release.json").write_text(json.dumps({"root": str(locale)}))
+    prepare_run(params(), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
+                                              metrics=tmp_path / "data.json"))
+    manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t")
+    assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "fold",
+                                      "dev_folds", "duration"]
+    assert json.loads((tmp_path / "data.json").read_text())["clips"]["fold0"]
+    assert not list(tmp_path.glob(".m.tsv*")), "no temporary file left behind"
+
+
+def test_folds_are_speaker_disjoint_and_cover_every_labelled_speaker_once(tmp_path):
+    from acento.corpus.manifest import split_of
+
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
+    manifest, metrics = run(tmp_path, [dict(r) for r in rows], **{"data.folds": 5})
+    assert (manifest["split"] == "").all() and sorted(manifest["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert (manifest.groupby("speaker")[["fold", "dev_folds"]].nunique() == 1).all().all()
+    tests, everyone = [], set(manifest["speaker"])
+    assert len(everyone) == 20
+    for fold in range(5):
+        split = split_of(manifest["split"], manifest["fold"], manifest["dev_folds"], fold)
+        by_split = {s: set(manifest[split == s]["speaker"]) for s in SPLITS}
+        assert not (by_split["train"] & by_split["dev"]) and not (by_split["train"] & by_split["test"])
+        assert not (by_split["dev"] & by_split["test"])
+        assert set().union(*by_split.values()) == everyone  # each fold uses every labelled speaker
+        # stratified: each class has speakers in the test fold (10 per class, 5 folds: 2 each); dev is a
+        # quarter of the other 16 (dev / (train + dev) = 0.2 / 0.8), stratified too
+        assert manifest[split == "test"].groupby("label")["speaker"].nunique().tolist() == [2, 2]
+        assert manifest[split == "dev"].groupby("label")["speaker"].nunique().tolist() == [2, 2]
+        assert metrics["speakers"][f"fold{fold}"] == {"america": 2, "espana": 2}
+        tests.append(by_split["test"])
+    assert sum(len(t) for t in tests) == len(everyone) and set().union(*tests) == everyone
+    assert set(metrics["clips"]) == {f"fold{k}" for k in range(5)}
+
+
+def test_the_manifest_does_not_depend_on_data_fold(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)
+    a, _ = run(tmp_path / "a", [dict(r) for r in rows], **{"data.folds": 5, "data.fold": 0})
+    b, _ = run(tmp_path / "b", [dict(r) for r in rows], **{"data.folds": 5, "data.fold": 3})
+    pd.testing.assert_frame_equal(a.drop(columns="audio_path"), b.drop(columns="audio_path"))
+
+
+def test_each_folds_split_is_the_one_prepare_made_for_that_fold_alone(tmp_path):
+    """Known answer: the splits before the fold moved to train time (one StratifiedGroupKFold cut per
+    data.fold, as prepare made them then), for every fold."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from acento.corpus.manifest import split_of
+
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=3)
+    manifest, _ = run(tmp_path, [dict(r) for r in rows], **{"data.folds": 5, "data.seed": 7})
+    frame = manifest.sort_values("clip").reset_index(drop=True)
+    # the row order prepare splits in: the release's, which here is the clip names' order
+    labels, speakers = frame["label"].to_numpy(), frame["speaker"].to_numpy()
+    for fold in range(5):
+        outer = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=7)
+        test = np.zeros(len(frame), bool)
+        test[list(outer.split(frame, labels, speakers))[fold][1]] = True
+        rest = np.flatnonzero(~test)
+        inner = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=7)
+        dev = np.zeros(len(frame), bool)
+        dev[rest[next(inner.split(rest, labels[rest], speakers[rest]))[1]]] = True
+        expected = np.where(test, "test", np.where(dev, "dev", "train"))
+        got = split_of(frame["split"], frame["fold"], frame["dev_folds"], fold)
+        assert got.tolist() == expected.tolist(), fold
+
+
+@pytest.mark.parametrize("sentence, kept, malformed", [("Primera línea\nsegunda línea", 20, 0), ("uno\tdos", 19, 1)])
+def test_a_line_feed_or_tab_in_a_sentence_neither_invents_nor_loses_a_row(tmp_path, sentence, kept, malformed):
+    rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)  # 20 rows, all usable
+    rows[13]["sentence"] = sentence
+    frame, metrics = run(tmp_path, rows, **SINGLE_SPLIT)
+    assert len(frame) == kept and metrics["dropped"]["malformed_row"] == malformed
+    assert len(frame) + sum(metrics["dropped"].values()) == 20  # no invented no_accent row
+
+
+def test_without_clip_durations_vbr_mp3_lengths_are_counted_not_estimated(tmp_path):
+    """MP3s without a Xing header (as `lame -t` writes them): libsndfile's estimate is several times off;
+    prepare counts the frames, so 4 s clips are kept under data.max_seconds 5 and above min_seconds 3."""
+    from tests.audio.test_decode import mp3_bytes, without_length_tag
+
+    rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)
+    locale = make_release(tmp_path, rows, audio=False, durations=False)
+    for i, row in enumerate(rows):
+        (locale / "clips" / row["path"]).write_bytes(without_length_tag(mp3_bytes(4.0, seed=i)))
+    frame, metrics = prepare(params(**{"data.classes": TWO_CLASSES, "data.min_seconds": 3.0,
+                                       "data.max_seconds": 5.0, **SINGLE_SPLIT}).data, locale)
+    assert len(frame) == len(rows) and not metrics["dropped"]["too_short"] + metrics["dropped"]["too_long"]
+    assert frame["duration"].tolist() == pytest.approx([4.0] * len(rows), abs=0.06)
