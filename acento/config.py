@@ -135,6 +135,8 @@ class TrainConfig:
     seed: int = field(metadata=_check(min=0))
     epochs: int = field(metadata=_check(min=1))
     batch_size: int = field(metadata=_check(min=1))
+    batch_frames: int = field(metadata=_check(min=0))
+    warmup_epochs: int = field(metadata=_check(min=0))
     bucketing: bool
     optimizer: str = field(metadata=_check(choices=("adam", "adamw")))
     lr: float = field(metadata=_check(min=0, min_exclusive=True))
@@ -246,6 +248,10 @@ def _cross_check(p: Params) -> None:
     if abs(split.train + split.dev + split.test - 1.0) > 1e-6:
         raise ConfigError("params.yaml: 'data.split' fractions train + dev + test must sum to 1, got "
                           f"{split.train + split.dev + split.test:g}")
+    if p.train.warmup_epochs and (p.train.schedule not in ("cosine", "constant")
+                                  or p.train.warmup_epochs >= p.train.epochs):
+        raise ConfigError(f"params.yaml: 'train.warmup_epochs' {p.train.warmup_epochs} needs 'train.schedule' cosine "
+                          f"or constant (is {p.train.schedule}) and fewer than 'train.epochs' ({p.train.epochs})")
     if not p.data.classes or len(p.data.classes) < 2:
         raise ConfigError("params.yaml: 'data.classes' must map at least two class names to lists of accents")
     seen: dict[str, str] = {}

@@ -1,8 +1,9 @@
-"""A Common Voice release on disk: found in a folder, unpacked from an archive (safely), or downloaded
-first (`acento.corpus.fetch`), and described in a small manifest (TSV row counts and checksums).
+"""Stage `download`: find, fetch or unpack a Common Voice release and describe it in a small manifest.
 
-The `download` stage (pipeline/download.py) writes that manifest; `acento-score` and the tools reuse
-`extract_release` and `find_locale_dir` to read other releases the same way.
+The release itself (tens of GB of clips) never becomes a DVC output: DVC would hash and copy it on
+every `dvc status`.  The stage's output is `data/release.json` (where the locale folder is, file
+counts, TSV checksums).  It runs on every `dvc repro` (`always_changed`), re-reads only the TSVs when nothing
+changed, and the stages after it rerun only when the manifest's content changes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Building the HDF5 feature cache: every clip of a manifest decoded once (in worker processes), its
-log-mels written by one writer (`acento.features.cache` owns the file's layout), failures counted by reason.
+"""Stage `features`: decode every clip once and cache its log-mel spectrogram in HDF5.
 
-The `features` stage (pipeline/features.py) calls `build_cache`; cross-validation and the benchmarks
-build caches the same way.
+Decoding MP3 and computing mel spectrograms every epoch would dominate training time, so it is
+done here, once, in parallel worker processes feeding a single writer (`acento.features.cache` owns the
+file's layout).  A clip's features do not depend on its split: the cache holds each clip once with
+its fold, and serves every `data.fold` (which `train` and `evaluate` read, not this stage).
 """
 
 from __future__ import annotations

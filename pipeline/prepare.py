@@ -1,9 +1,12 @@
-"""From a release's TSVs to the clip manifest: labelled, filtered, every drop counted by reason.
+"""Stage `prepare`: from release TSVs to a labelled, filtered, speaker-disjoint manifest.
 
-`labelled_clips` reads the TSV records (`acento.corpus.records`), maps accents to classes and drops
-what cannot be used; `prepare` then caps clips per speaker and per class and assigns every speaker to
-one test fold (`acento.corpus.splits`).  The `prepare` stage (pipeline/prepare.py) writes the result;
-`acento-score` reads any other labelled release with `labelled_clips`, as the stage does.
+Accent identification is easy to fake: a model that recognises speakers scores well whenever a
+speaker's clips fall on both sides of a split.  So every `client_id` is in exactly one of
+train/dev/test: by default the test split is one fold of a speaker-grouped k-fold cross-validation
+(`data.folds`), so that `make compare` can score every speaker once.  The manifest records every
+fold's split at once (`fold`, `dev_folds`); `train` and `evaluate` pick `data.fold`'s, so changing
+the fold reruns neither this stage nor `features`.
+`data.split_by: clip` exists only to reproduce the original study's inflated setup.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""The training loop: an LSTM or GRU accent classifier from the cached log-mel features of one fold.
+"""Stage `train`: an LSTM or GRU accent classifier from the cached log-mel features.
 
 With a cross-validated cache the splits are those of fold `data.fold` (`acento.features.cache.SplitData`),
 and the normalisation statistics are that fold's training split's.  Model selection uses the dev
 split only (best dev macro-F1, early stopping, a plateau schedule's cuts); the test split is touched
 once, by `evaluate`.  With `train.dev_speakers: train` the dev speakers are trained on as well and the
-last epoch is kept: no dev split at all, an epoch count chosen beforehand by cross-validation.
+last epoch is kept: no dev split at all, an epoch count chosen beforehand by cross-validation.  The
+original study chose epochs on its test set, which makes its test accuracy optimistic.
 
 The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train_one_epoch`,
 `validate` on dev, `EarlyStopping.update`; at the end the best weights are written with
-everything inference needs (`acento.model.accent_model.AccentModel`).  The `train` stage
-(pipeline/train.py) and cross-validation (`acento.evaluation.crossval`) call `train`.
+everything inference needs (`acento.model.accent_model.AccentModel`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from acento.files import write_json
 from acento.paths import (
     FEATURE_CACHE,
     MODEL_FILE,
+    TRAIN_CHECKPOINT,
     TRAIN_METRICS,
     TRAIN_TIMING,
     TRAINING_CURVES,
@@ -33,7 +34,8 @@ from acento.training.trainer import TIMING_KEYS, train
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics = train(params, Path(args.cache), Path(args.out), Path(args.live))
+    metrics = train(params, Path(args.cache), Path(args.out), Path(args.live),
+                    checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     write_json(args.metrics, {k: v for k, v in metrics.items() if k not in TIMING_KEYS})
     write_json(args.timing, {k: metrics[k] for k in TIMING_KEYS})
     print(f"{params.model}: {describe_kept_epoch(metrics)}, {metrics['train_seconds']:.0f} s -> {args.out}")
@@ -47,6 +49,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"training seconds and clips/s to write (default: {TRAIN_TIMING})")
     parser.add_argument("--live", default=TRAINING_CURVES,
                         help=f"dvclive folder for curves (default: {TRAINING_CURVES})")
+    parser.add_argument("--checkpoint", default=TRAIN_CHECKPOINT,
+                        help="the state after each epoch, so that a killed run resumes where it stopped (the "
+                             f"same params and cache; default: {TRAIN_CHECKPOINT}); '' = none")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,9 +158,12 @@ def read_epoch(cache: str, batches: int, batch_size: int, cold: bool) -> dict:
     """Runs in a fresh process (`bench_lazy_read`): reads `batches` shuffled, bucketed training
     batches the way `train` does and reports clips/s, bytes read from disk per clip byte (cold:
     the file's pages are dropped from the page cache first), and the process's peak memory."""
+    import torch
+
     from acento.config import NormaliseConfig
     from acento.features.cache import SplitData
-    from acento.training.batches import Normaliser, bucketed_batches, iterate
+    from acento.model.inputs import Normaliser
+    from acento.training.batches import Batcher, bucketed_batches, no_draws
 
     def disk_read_bytes() -> int:
         return int(next(line for line in open("/proc/self/io") if line.startswith("read_bytes")).split()[1])
@@ -173,7 +176,8 @@ def read_epoch(cache: str, batches: int, batch_size: int, cold: bool) -> dict:
     order = bucketed_batches(data.lengths, batch_size, np.random.default_rng(1))[:batches]
     before, start = disk_read_bytes(), time.perf_counter()
     normalise = Normaliser(NormaliseConfig(True, False, False), data.mean, data.std)
-    clips = sum(len(batch.index) for batch in iterate(data, order, normalise))
+    batcher = Batcher(data, normalise, torch.device("cpu"))
+    clips = sum(len(batch.index) for batch in batcher.epoch(no_draws(data.lengths), order))
     seconds = time.perf_counter() - start
     clip_bytes = int(sum(data.lengths[b].sum() for b in order)) * data.frames.dtype.itemsize * data.frames.shape[1]
     hwm = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
@@ -246,33 +250,65 @@ def with_changes(params, **sections):
     return params
 
 
-def rnn_floor(model, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> float:
-    """Seconds of a bare forward + backward of the model's recurrent layer alone (a fresh nn.LSTM/GRU
-    of the same sizes, dense input) over bucketed batches of `lengths` at the RNN's frame rate: the
-    floor no training step can beat.  The lengths are uncropped and unaugmented."""
-    from acento.training.batches import bucketed_batches
+def epoch_batches(trainer, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One epoch's augmented lengths and batches, as `trainer.train_one_epoch` draws them."""
+    from acento.training.batches import draw_epoch
 
+    cfg = trainer.cfg
+    draws = draw_epoch(trainer.train_data.lengths, cfg.augment, cfg.specaugment, trainer.batcher.n_mels, rng)
+    return draws.length, trainer.epoch_batches(draws.length)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rnn_floor(model, lengths: np.ndarray, batches: list[np.ndarray], device: torch.device) -> float:
+    """Seconds of a bare forward + backward of the model's recurrent layer alone (a fresh nn.LSTM/GRU
+    of the same sizes, dense random input) over `batches` of clips of `lengths` frames, at the RNN's
+    frame rate (after the conv front-end): what the issue's floor measures."""
     rnn = type(model.rnn)(model.rnn.input_size, model.rnn.hidden_size, num_layers=model.rnn.num_layers,
-                          batch_first=True, bidirectional=model.rnn.bidirectional)
+                          batch_first=True, bidirectional=model.rnn.bidirectional).to(device)
     steps = model.frontend.out_lengths(torch.from_numpy(lengths)).numpy() if model.frontend else lengths
+    inputs = [torch.randn(len(index), int(steps[index].max()), rnn.input_size, device=device) for index in batches]
+    synchronize(device)
     start = time.perf_counter()
-    for index in bucketed_batches(steps, batch_size, rng):
-        out, _ = rnn(torch.randn(len(index), int(steps[index].max()), rnn.input_size))
-        out.sum().backward()
+    for x in inputs:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            out, _ = rnn(x)
+        out.float().sum().backward()
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats: int) -> dict:
-    """Training clips/s of the project's Trainer (`train_one_epoch`: batching, augmentation, forward,
-    backward, optimiser) with the recurrent layers on packed sequences (the path before issue 21) and
-    on the exact padded run (`network.run_padded`), beside the bare RNN floor (`rnn_floor`).
+def network_floor(model, lengths: np.ndarray, batches: list[np.ndarray], n_mels: int, device: torch.device) -> float:
+    """Seconds of the whole network's forward + backward (conv front-end, recurrent layers, pooling, head)
+    over `batches`, its inputs made beforehand: everything a training step must compute, with no data
+    work, no loss and no optimiser."""
+    inputs = [(torch.randn(len(b), int(lengths[b].max()), n_mels, device=device),
+               torch.from_numpy(lengths[b]).to(device)) for b in batches]
+    model.train()
+    synchronize(device)
+    start = time.perf_counter()
+    for x, n in inputs:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            out = model(x, n)
+        out.float().sum().backward()
+    synchronize(device)
+    return time.perf_counter() - start
 
-    The default network (params.yaml) on `clips` training clips for batch 16/32/64 with 1 torch
-    thread, and on a quarter of them with 2 threads (slow on a shared 2-core machine); each original
-    preset (`acento.model.presets.PRESETS`) on `preset_clips` clips at the default batch size and threads.  Each figure is
-    the median of `repeats` epochs over the same clips, the paths alternated so both see the same load on
-    the machine, after one warm-up epoch each; the floor
-    is timed after the epochs (not alternated), on uncropped clips."""
+
+def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats: int, device: str = "cpu",
+                    frames: tuple[int, ...] = (16000,)) -> dict:
+    """Training clips/s of the project's loop (`Trainer.train_one_epoch`: batches built on the device,
+    augmentation, forward, backward, optimiser) beside two floors over the same batches of the same
+    epoch's augmented lengths: the whole network's forward + backward alone (`network_floor`) and the bare
+    recurrent layers' (`rnn_floor`).  The loop's share of each floor is the figure.
+
+    The default network (params.yaml) on `clips` training clips at batch 16/32/64 clips and by frames
+    (train.batch_frames 16000), 1 torch thread; each original preset (`acento.model.presets.PRESETS`) on
+    `preset_clips` clips at the default batch.  Medians of `repeats` epochs after a warm-up epoch."""
     from acento.config import CELLS
     from acento.features.cache import SplitData
     from acento.model.presets import PRESETS
@@ -280,51 +316,51 @@ def bench_recurrent(cache: Path, params, clips: int, preset_clips: int, repeats:
 
     full = SplitData(cache, "train", params.data.fold)
     rng = np.random.default_rng(0)
-    cases = [("default", {}, batch, threads) for threads in (1, 2) for batch in (16, 32, 64)]
-    cases += [(name, preset, params.train.batch_size, params.runtime.num_threads) for name, preset in PRESETS.items()]
+    cases = [("default", {}, {"batch_size": batch}) for batch in (16, 32, 64)]
+    cases += [("default", {}, {"batch_frames": budget, "warmup_epochs": 2}) for budget in frames]
+    cases += [(name, preset, {}) for name, preset in PRESETS.items()]
     rows, load_before = [], os.getloadavg()
-    for name, preset, batch, threads in cases:
-        n = min(len(full), (clips if threads == 1 else clips // 4) if name == "default" else preset_clips)
+    for name, preset, batching in cases:
+        n = min(len(full), clips if name == "default" else preset_clips)
         index = np.sort(rng.choice(len(full), n, replace=False))
         for cell in CELLS:
-            p = with_changes(params, rnn=preset, train={"batch_size": batch}, runtime={"num_threads": threads,
-                                                                                       "device": "cpu"})
-            p = dataclasses.replace(p, model=cell)
-            trainers = {}
-            for path in ("packed", "padded"):
-                trainers[path] = Trainer(p, cache)
-                trainers[path].train_data = subset(trainers[path].train_data, index)
-                trainers[path].model.recurrent_path = path
-            seconds: dict[str, list[float]] = {path: [] for path in trainers}
+            p = with_changes(params, rnn=preset, train=batching, runtime={"num_threads": 1, "device": device})
+            trainer = Trainer(dataclasses.replace(p, model=cell), cache)
+            trainer.train_data = subset(trainer.train_data, index)
+            trainer.batcher = type(trainer.batcher)(trainer.train_data, trainer.normalise, trainer.device)
+            seconds = []
             for epoch in range(repeats + 1):
-                for path, trainer in trainers.items():
-                    start = time.perf_counter()
-                    trainer.train_one_epoch(epoch + 1)
-                    if epoch:  # the first epoch is the warm-up
-                        seconds[path].append(time.perf_counter() - start)
-            floor = statistics.median(rnn_floor(trainers["padded"].model, full.lengths[index], batch,
-                                                np.random.default_rng(r)) for r in range(repeats))
-            rate = {path: round(n / statistics.median(s), 1) for path, s in seconds.items()}
-            rows.append({"network": name, "cell": cell, "batch_size": batch, "threads": threads, "clips": n,
-                         "packed_clips_per_second": rate["packed"], "padded_clips_per_second": rate["padded"],
-                         "padded_vs_packed": round(rate["padded"] / rate["packed"], 2),
-                         "bare_rnn_floor_clips_per_second": round(n / floor, 1)})
-            print(f"  {name:8s} {cell} batch {batch:2d} threads {threads}: packed {rate['packed']:7.1f}  padded "
-                  f"{rate['padded']:7.1f} clips/s (x{rows[-1]['padded_vs_packed']}), bare RNN floor "
-                  f"{rows[-1]['bare_rnn_floor_clips_per_second']}", flush=True)
-    return {"repeats": repeats, "load_average_1_5_15_min": {"before": [round(v, 2) for v in load_before],
-                                                             "after": [round(v, 2) for v in os.getloadavg()]},
-            "rows": rows}
+                start = time.perf_counter()
+                trainer.train_one_epoch(epoch + 1)
+                if epoch:  # the first epoch is the warm-up
+                    seconds.append(time.perf_counter() - start)
+            lengths, batches = epoch_batches(trainer, np.random.default_rng(1))
+            net = statistics.median(network_floor(trainer.model, lengths, batches, trainer.batcher.n_mels,
+                                                  trainer.device) for _ in range(repeats))
+            bare = statistics.median(rnn_floor(trainer.model, lengths, batches, trainer.device) for _ in range(repeats))
+            rate = n / statistics.median(seconds)
+            batch = f"{batching['batch_frames']} frames" if "batch_frames" in batching else \
+                str(batching.get("batch_size", p.train.batch_size))
+            rows.append({"network": name, "cell": cell, "batch": batch, "clips": n,
+                         "clips_per_batch": round(n / len(batches), 1), "loop_clips_per_second": round(rate, 1),
+                         "network_floor_clips_per_second": round(n / net, 1),
+                         "rnn_floor_clips_per_second": round(n / bare, 1),
+                         "loop_vs_network_floor": round(rate * net / n, 2), "loop_vs_rnn_floor": round(rate * bare / n, 2)})
+            print(f"  {name:8s} {cell} batch {batch:>12s}: loop {rate:7.1f} clips/s, network floor {n / net:7.1f} "
+                  f"(x{rows[-1]['loop_vs_network_floor']}), RNN floor {n / bare:7.1f} "
+                  f"(x{rows[-1]['loop_vs_rnn_floor']})", flush=True)
+    return {"repeats": repeats, "threads": 1, "device": device, "load_average_1_5_15_min": {
+        "before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]}, "rows": rows}
 
 
 def recurrent_table(section: dict) -> list[str]:
     """The recurrent section as a Markdown table."""
-    lines = ["| network | cell | batch | threads | clips | packed clips/s | padded clips/s | padded / packed | "
-             "bare RNN floor clips/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| network | cell | batch | clips | clips/batch | loop clips/s | network floor clips/s | loop / network "
+             "floor | bare RNN floor clips/s | loop / RNN floor |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in section["rows"]:
-        lines.append(f"| {r['network']} | {r['cell']} | {r['batch_size']} | {r['threads']} | {r['clips']} | "
-                     f"{r['packed_clips_per_second']} | {r['padded_clips_per_second']} | {r['padded_vs_packed']}x | "
-                     f"{r['bare_rnn_floor_clips_per_second']} |")
+        lines.append(f"| {r['network']} | {r['cell']} | {r['batch']} | {r['clips']} | {r['clips_per_batch']} | "
+                     f"{r['loop_clips_per_second']} | {r['network_floor_clips_per_second']} | "
+                     f"{r['loop_vs_network_floor']} | {r['rnn_floor_clips_per_second']} | {r['loop_vs_rnn_floor']} |")
     return lines
 
 
@@ -509,7 +545,7 @@ def write_report(results: dict, out: Path) -> None:
     lines = ["# acento benchmarks", "", "Written by `make bench` (`python scripts/bench.py`).", "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in results["machine"].items()]
     if "recurrent" in results:
-        lines += ["", "## recurrent (training clips/s: packed sequences before, exact padded run after)", "",
+        lines += ["", "## recurrent (training clips/s of the loop against the network's and the bare RNN's floors)", "",
                   *recurrent_table(results["recurrent"]), "", "```json",
                   json.dumps({k: v for k, v in results["recurrent"].items() if k != "rows"}, indent=2), "```"]
     for section in ("features", "training", "predict", "cli", "service", "lazy_read"):
@@ -538,10 +574,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="recurrent benchmark: training clips per epoch, each preset (default: %(default)s)")
     parser.add_argument("--recurrent-repeats", type=int, default=2,
                         help="recurrent benchmark: epochs timed per figure, median (default: 2)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="parameters file (default: params.yaml; a cache given by --cache must match its features)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="recurrent benchmark: where the loop and the floors run (default: cpu)")
+    parser.add_argument("--batch-frames", type=int, nargs="+", default=[16000],
+                        help="recurrent benchmark: frame budgets (train.batch_frames) timed beside batches of "
+                             "16/32/64 clips (default: 16000)")
     parser.add_argument("--out", type=Path, default=BENCH_REPORT.parent,
                         help=f"folder for {BENCH_REPORT.name} and {BENCH_JSON.name} (default: {BENCH_REPORT.parent})")
     args = parser.parse_args(argv)
-    params = load_params()
+    params = load_params(args.params)
     previous = args.out / BENCH_JSON.name
     results = json.loads(previous.read_text()) if previous.exists() else {}
     results["machine"] = machine()
@@ -556,10 +599,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache is None:
             build_cache(manifest, params.features, cache, resolve_count(0))
         if "recurrent" in args.only:
-            print("benchmarking the recurrent layers in training (packed against padded) ...", flush=True)
+            print("benchmarking the training loop against its floors ...", flush=True)
             results["recurrent"] = bench_recurrent(cache, params, 128 if args.quick else args.recurrent_clips,
                                                    32 if args.quick else args.preset_clips,
-                                                   1 if args.quick else args.recurrent_repeats)
+                                                   1 if args.quick else args.recurrent_repeats, args.device,
+                                                   tuple(args.batch_frames))
         if "training" in args.only:
             print("benchmarking training ...", flush=True)
             results["training"] = bench_training(cache, params, scratch, not args.quick)

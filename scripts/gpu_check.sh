@@ -1,63 +1,72 @@
 #!/usr/bin/env bash
-# The CUDA checks of a GPU machine, in one timed run (issue #21, section 4):
+# Every GPU figure of issue #33 in one timed run on a lent GPU machine (about 8 minutes):
 #   1. the machine: nvidia-smi, torch, cuDNN;
-#   2. the test suite with CUDA visible (so `runtime.device: auto` trains on the GPU, and the CUDA-only tests run);
-#   3. the cross-validations of `make compare` (default preset, LSTM and GRU, 5 folds, seeds 1-3) and of
-#      `make compare-all` (basic, deep, advanced; the params' seed) by pipeline.ablate, which runs the same
-#      fold trainings as the DVC experiments of `make compare` (same splits, params and seeds) in one process
-#      pool, without DVC's queue; all presets at once, sharing the GPU; GPU use logged every 5 s.
-# Seen on an H200 (2026-11-30, docs/benchmarks.md "On a GPU"): one training process is no faster there than
-# on one CPU core for the default LSTM; 13 at once kept the GPU 93% busy and none finished 80 epochs in 400 s.
+#   2. the CUDA-only tests (tests that need a GPU, with CUDA visible);
+#   3. a Common Voice-size release (scripts/make_scale_corpus.py, clips hard-linked from the sample),
+#      `download`, `prepare` and `features` on it with every core: seconds and peak memory;
+#   4. the training loop against its floors on the GPU (scripts/bench.py --only recurrent --device cuda):
+#      clips/s of the default LSTM and GRU at 16/32/64 clips and at frame budgets, beside the network's and
+#      the bare RNN's forward + backward over the same batches;
+#   5. several fold runs sharing the GPU (scripts/ablate.py, the default network by frames, 5 folds of each
+#      cell at once, 10 processes), for CV_SECONDS: epochs/s per process and GPU use (nvidia-smi every 2 s).
 # Everything lands in OUTDIR, packed as OUTDIR/gpu_check.tar.gz at the end, also when a phase times out.
 #
-#   scripts/gpu_check.sh OUTDIR [TEST_SECONDS] [CV_SECONDS]
+#   scripts/gpu_check.sh OUTDIR [CLIPS] [CV_SECONDS]
 #
 # Needs python3 with the project's requirements (or their wheels in .whl/, installed to /tmp/site first).
 set -u
-out=${1:?usage: scripts/gpu_check.sh OUTDIR [TEST_SECONDS] [CV_SECONDS]}
-test_s=${2:-100}
-cv_s=${3:-330}
-mkdir -p "$out/logs" "$out/cv"
+out=${1:?usage: scripts/gpu_check.sh OUTDIR [CLIPS] [CV_SECONDS]}
+clips=${2:-100000}
+cv_s=${3:-150}
+mkdir -p "$out/logs" "$out/bench" "$out/cv"
 py=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" >/dev/null; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || { echo "error: the carried wheels did not install" >&2; exit 2; }
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DVC_NO_ANALYTICS=1
-pack() { tar -czf "$out/gpu_check.tar.gz" -C "$out" logs cv 2>/dev/null; }
+export PYTHONPATH=$PWD:$PWD/scripts:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DVC_NO_ANALYTICS=1
+pack() { tar -czf "$out/gpu_check.tar.gz" -C "$out" logs bench cv 2>/dev/null; }
 trap pack EXIT
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+timed() {  # NAME COMMAND...: wall seconds and peak memory of the whole process tree, into logs/NAME.time
+    local name=$1; shift
+    /usr/bin/time -f "%e s %M KiB" -o "$out/logs/$name.time" "$@" >"$out/logs/$name.txt" 2>&1
+    echo "$name exit $? $(cat "$out/logs/$name.time" 2>/dev/null)"
+}
 
-{ nvidia-smi; nproc; $py -c "import torch, soundfile, soxr
+{ nvidia-smi; nproc; free -g; $py -c "import torch, soundfile, soxr
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(),
       torch.cuda.get_device_name(0), 'libsndfile', soundfile.__libsndfile_version__)"; } >"$out/logs/env.txt" 2>&1
 tail -3 "$out/logs/env.txt"
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >"$out/logs/gpu_use.csv" 2>&1 &
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 >"$out/logs/gpu_use.csv" 2>&1 &
 
-stamp "tests (timeout ${test_s} s)"
-timeout "$test_s" $py -m pytest tests -q -p no:cacheprovider -n 14 -rfEs >"$out/logs/pytest.txt" 2>&1
-echo "pytest exit $?"; grep -E "passed|failed|error" "$out/logs/pytest.txt" | tail -3
+stamp "CUDA tests"
+timeout 60 $py -m pytest -q -p no:cacheprovider tests/training/test_trainer.py -k cuda -rfEs >"$out/logs/pytest.txt" 2>&1
+echo "pytest exit $?"; tail -2 "$out/logs/pytest.txt"
 
-stamp "feature cache"
-$py -c "from pathlib import Path; from pipeline.crossval import build_feature_cache
-print(build_feature_cache(Path('params.yaml'), Path('/tmp/acento-cache')))" >"$out/logs/cache.txt" 2>&1 || {
-    tail -5 "$out/logs/cache.txt"; exit 1; }
+stamp "a Common Voice-size release of $clips validated clips"
+scale=/tmp/acento-scale
+timed scale-corpus $py scripts/make_scale_corpus.py --clips "$clips" --out "$scale/release" --force
+sed -e "s#^  source: .*#  source: $scale/release/cv-corpus-scale/es#" -e "s#^  max_clips_per_speaker: .*#  max_clips_per_speaker: 50#" \
+    -e "s#^  workers: .*#  workers: 0#" params.yaml >"$scale/params.yaml"
+timed download $py -m pipeline.download --params "$scale/params.yaml" --out "$scale/release.json"
+timed prepare $py -m pipeline.prepare --params "$scale/params.yaml" --release "$scale/release.json" \
+    --out "$scale/manifest.tsv" --metrics "$out/logs/prepare-metrics.json"
+timed features $py -m pipeline.features --params "$scale/params.yaml" --manifest "$scale/manifest.tsv" \
+    --out "$scale/features.h5" --metrics "$out/logs/features-metrics.json"
+ls -l "$scale/features.h5" >>"$out/logs/features.txt"
 
-stamp "cross-validations (timeout ${cv_s} s)"
-cv() {  # VARIANT WORKERS [ablate options]
-    local variant=$1 workers=$2 name=${1#preset:}; shift 2
-    timeout -k 5 "$cv_s" $py -m pipeline.ablate --variants "$variant" --cells lstm gru --workers "$workers" \
-        --cache-dir /tmp/acento-cache --out "$out/cv/$name" --predictions "$out/cv/$name/predictions.json" "$@" \
-        >"$out/logs/cv-$name.txt" 2>&1
-    local rc=$?
-    echo "$(( $(date +%s) - t0 )) s: $variant exit $rc" >>"$out/logs/cv-done.txt"
-}
-pids=()
-cv default 5 --seeds 1 2 3 & pids+=($!)
-for preset in basic deep advanced; do cv "preset:$preset" 4 & pids+=($!); done
-wait "${pids[@]}"
-cat "$out/logs/cv-done.txt"
+stamp "the training loop against its floors on the GPU"
+timeout 200 $py scripts/bench.py --only recurrent --device cuda --cache "$scale/features.h5" --params "$scale/params.yaml" \
+    --recurrent-clips 20000 --preset-clips 2000 --recurrent-repeats 1 --batch-frames 16000 64000 256000 \
+    --out "$out/bench" >"$out/logs/bench.txt" 2>&1
+echo "bench exit $?"; grep -E "loop" "$out/logs/bench.txt"
+
+stamp "10 fold runs sharing the GPU for ${cv_s} s"
+timeout -k 5 "$cv_s" $py scripts/ablate.py --params "$scale/params.yaml" --variants default --cells lstm gru --workers 10 \
+    --set runtime.device=cuda train.batch_frames=64000 train.warmup_epochs=2 train.epochs=20 \
+    --cache-dir "$scale/cv-cache" --out "$out/cv" >"$out/logs/cv.txt" 2>&1
+echo "cv exit $?"; grep -cE "^epoch" "$out/logs/cv.txt"
 stamp "done"
-for f in "$out"/cv/*/ablation.md; do echo "== $f"; grep -E "^\| (default|preset)" "$f"; done

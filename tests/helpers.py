@@ -95,7 +95,7 @@ def untrained_model(path: Path, cell: str = "lstm", seed: int = 0) -> Path:
 
     from acento.model.accent_model import AccentModel
     from acento.model.network import AccentClassifier
-    from acento.training.batches import Normaliser
+    from acento.model.inputs import Normaliser
 
     p = params()
     torch.manual_seed(seed)

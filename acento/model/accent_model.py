@@ -32,9 +32,9 @@ from acento.config import (
 )
 from acento.files import atomic_path
 from acento.model.inference import predict_proba
+from acento.model.inputs import Normaliser
 from acento.model.network import AccentClassifier
 from acento.paths import MODEL_FILE
-from acento.training.batches import Normaliser
 
 if TYPE_CHECKING:  # an annotation only: classifying files needs neither h5py nor pandas
     from acento.features.cache import SplitData

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from acento.training.batches import Normaliser, collate, sequential_batches
+from acento.model.inputs import Normaliser, collate, sequential_batches
 
 
 @torch.no_grad()

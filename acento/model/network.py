@@ -24,14 +24,15 @@ def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def recurrent_path(device: torch.device) -> str:
-    """How the recurrent layers run on `device`: the one place this is decided.
+    """How the recurrent layers run on `device`: the one place this is decided.  "padded" everywhere.
 
-    "padded" on the CPU: PyTorch's CPU LSTM runs on oneDNN kernels only for dense input, and the
-    CPU GRU's dense path is faster too; a packed sequence falls to a slower path (measured in
-    training, bench/results.md "recurrent": default network 2.2x the clips/s for the LSTM, 1.2x for
-    the GRU; the original presets 7.6-8.5x and 2.5-2.7x).  "packed" on CUDA, where cuDNN runs packed
-    sequences natively (not measured: no GPU has run this project yet)."""
-    return "packed" if torch.device(device).type == "cuda" else "padded"
+    On the CPU, PyTorch's LSTM runs on oneDNN kernels only for dense input, and the CPU GRU's dense path
+    is faster too; a packed sequence falls to a slower path (bench/results.md "recurrent": default network
+    2.2x the clips/s for the LSTM, 1.2x for the GRU).  On CUDA, cuDNN's persistent kernel (the fast one
+    for small hidden sizes) runs only on dense input, never on a `PackedSequence`
+    (aten/src/ATen/native/cudnn/RNN.cpp, `get_algo`); training batches are length-bucketed, so padding
+    is small.  `run_padded` computes exactly what packed sequences would."""
+    return "padded"
 
 
 def run_packed(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -72,8 +73,9 @@ def run_padded(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor) ->
     Returns [batch, max(lengths), directions * hidden], zeros past each clip's end."""
     if getattr(rnn, "proj_size", 0):
         raise ValueError("run_padded: LSTM projections (proj_size > 0) are not supported; use run_packed")
+    if lengths.device.type == "cpu":  # trimming wider padding costs no host round trip here
+        x = x[:, :int(lengths.max())]
     lengths = lengths.to(x.device)
-    x = x[:, :int(lengths.max())]
     batch, steps = x.shape[:2]
     index = reversal_index(lengths, steps)
     kernel = _VF.lstm if isinstance(rnn, nn.LSTM) else _VF.gru

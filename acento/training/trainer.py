@@ -32,9 +32,18 @@ from acento.evaluation.metrics import macro_f1
 from acento.features.cache import SplitData
 from acento.model.accent_model import AccentModel
 from acento.model.inference import predict_proba
+from acento.model.inputs import Normaliser
 from acento.model.network import AccentClassifier, SpeakerAdversary, count_parameters
 from acento.runtime import configure_torch, select_device
-from acento.training.batches import Normaliser, bucketed_batches, iterate, prefetch
+from acento.training.batches import (
+    Batcher,
+    DeviceBatch,
+    bucketed_batches,
+    draw_epoch,
+    frame_batches,
+    prefetch,
+)
+from acento.training.checkpoint import remove, restore, run_key, save
 
 
 def seed_everything(seed: int) -> None:
@@ -122,12 +131,15 @@ class Trainer:
         self.adversary = None
         if cfg.adversary.weight > 0:
             # speaker ids of the training split only: the adversary never sees dev or test speakers
-            self.speaker_ids = np.unique(self.train_data.speakers, return_inverse=True)[1]
-            self.adversary = SpeakerAdversary(self.model.pooled_size, int(self.speaker_ids.max()) + 1,
+            speaker_ids = np.unique(self.train_data.speakers, return_inverse=True)[1]
+            self.speaker_ids = torch.as_tensor(speaker_ids, device=self.device)
+            self.adversary = SpeakerAdversary(self.model.pooled_size, int(speaker_ids.max()) + 1,
                                               cfg.adversary.hidden).to(self.device)
         trained = [*self.model.parameters(), *(self.adversary.parameters() if self.adversary else [])]
         optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-        self.optimizer = optimizer(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused on CUDA: with the GradScaler it skips a step on inf/NaN gradients without reading them back
+        self.optimizer = optimizer(trained, lr=cfg.lr * self.lr_scale(), weight_decay=cfg.weight_decay,
+                                   **({"fused": True} if self.device.type == "cuda" else {}))
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -138,47 +150,72 @@ class Trainer:
             self.averaged = torch.optim.swa_utils.AveragedModel(
                 self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         self.rng = np.random.default_rng(cfg.seed)
+        self.batcher = Batcher(self.train_data, self.normalise, self.device)
         self.inference_batch_size = params.runtime.inference_batch_size
 
     def train_one_epoch(self, epoch: int) -> dict:
-        """One pass over the training split in shuffled, length-bucketed batches; mean loss and accuracy."""
-        cfg, model, device = self.cfg, self.model, self.device
+        """One pass over the training split in shuffled, length-bucketed batches; mean loss and accuracy.
+
+        The batches are built on the device (`Batcher`); the loss and the correct count stay there
+        and are read once, at the end of the epoch: no host round trip per step."""
+        cfg, model = self.cfg, self.model
         model.train()
-        batches = bucketed_batches(self.train_data.lengths, cfg.batch_size, self.rng, cfg.bucketing)
-        total_loss, correct = 0.0, 0
-        batch_stream = iterate(self.train_data, batches, self.normalise, (cfg.augment, cfg.specaugment), self.rng)
+        draws = draw_epoch(self.train_data.lengths, cfg.augment, cfg.specaugment, self.batcher.n_mels, self.rng)
+        batches = self.epoch_batches(draws.length)
+        stream = self.batcher.epoch(draws, batches)
         if self.train_data.lazy:
             # Read from disk in a background thread while this batch trains.  Not for a split in
-            # memory: there a batch is a copy, and the extra thread only competes with torch's
-            # (measured on 2 cores: 14 s -> 420 s per epoch).
-            batch_stream = prefetch(batch_stream)
-        bar = progress(batch_stream, total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                       leave=False)
+            # memory: there the extra thread only competes with torch's.
+            stream = prefetch(stream)
         strength = self.adversary_strength(epoch)
-        for batch in bar:
-            x, y = batch.features.to(device, non_blocking=True), batch.labels.to(device)
-            with torch.autocast(device.type, enabled=self.amp):
-                pooled = model.pool(x, batch.lengths)
-                logits = model.head(pooled)
-                loss = self.loss_fn(logits.float(), y)
-                if self.adversary is not None:
-                    speakers = torch.from_numpy(self.speaker_ids[batch.index]).to(device)
-                    speaker_logits = self.adversary(pooled, strength).float()
-                    loss = loss + cfg.adversary.weight * torch.nn.functional.cross_entropy(speaker_logits, speakers)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.averaged is not None:
-                self.averaged.update_parameters(model)
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for batch in progress(stream, total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                              leave=False):
+            loss, logits = self.step(batch, strength)
+            total_loss += loss.detach() * len(batch.labels)
+            correct += (logits.argmax(1) == batch.labels).sum()
         n = len(self.train_data)
-        return {"loss": total_loss / n, "accuracy": correct / n}
+        return {"loss": total_loss.item() / n, "accuracy": correct.item() / n}
+
+    def epoch_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """This epoch's batches of clip positions, by the augmented `lengths`: `train.batch_size` clips
+        each (length-bucketed when `train.bucketing`), or by a budget of `train.batch_frames` padded frames."""
+        if self.cfg.batch_frames:
+            return frame_batches(lengths, self.cfg.batch_frames, self.rng)
+        return bucketed_batches(lengths, self.cfg.batch_size, self.rng, self.cfg.bucketing)
+
+    def step(self, batch: DeviceBatch, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on `batch`; returns the loss and the logits (on the device, not read)."""
+        cfg, model = self.cfg, self.model
+        with torch.autocast(self.device.type, enabled=self.amp):
+            pooled = model.pool(batch.features, batch.lengths)
+            logits = model.head(pooled)
+            loss = self.loss_fn(logits.float(), batch.labels)
+            if self.adversary is not None:
+                speaker_logits = self.adversary(pooled, strength).float()
+                loss = loss + cfg.adversary.weight * torch.nn.functional.cross_entropy(
+                    speaker_logits, self.speaker_ids[batch.index])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.averaged is not None:
+            self.averaged.update_parameters(model)
+        return loss, logits
+
+    def lr_scale(self) -> float:
+        """sqrt(clips per batch / train.batch_size) with batches by frames (`train.batch_frames`), else 1:
+        square-root scaling of Adam's learning rate with the batch (Malladi et al., NeurIPS 2022), the
+        clips per batch estimated on the unaugmented lengths (with a generator of its own: the run's draws
+        are untouched)."""
+        if not self.cfg.batch_frames:
+            return 1.0
+        batches = frame_batches(self.train_data.lengths, self.cfg.batch_frames, np.random.default_rng(0))
+        return float(np.sqrt(len(self.train_data) / len(batches) / self.cfg.batch_size))
 
     def adversary_strength(self, epoch: int) -> float:
         """The reversed gradient's strength in `epoch` (1-based): rising linearly from 0 over
@@ -217,48 +254,69 @@ class Trainer:
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler | None:
     """plateau: cut on a dev macro-F1 plateau (the metric that picks the checkpoint; the dev loss can
     rise through over-confidence while the F1 still improves, and cutting on it collapsed the
-    learning rate early); plateau_loss: cut on a dev loss plateau; cosine: to 0 over `epochs`."""
+    learning rate early); plateau_loss: cut on a dev loss plateau; cosine: to 0 over `epochs`.  With
+    `warmup_epochs`, a linear warm-up first (then cosine over the epochs left; plateau schedules take no
+    warm-up: the config check refuses the pair)."""
     if cfg.schedule in ("plateau", "plateau_loss"):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if cfg.schedule == "plateau" else "min",
                                                           factor=cfg.lr_factor, patience=cfg.lr_patience)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return None
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs - cfg.warmup_epochs)
+    else:
+        schedule = None
+    if cfg.warmup_epochs:
+        # epoch e (0-based) of the warm-up trains at (e + 1) / (warmup_epochs + 1) of the lr
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / (cfg.warmup_epochs + 1), 1.0, cfg.warmup_epochs)
+        after = schedule or torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0, 0)
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, after], [cfg.warmup_epochs])
+    return schedule
 
 
-def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improved: bool) -> None:
-    """One dvclive step and one printed line per epoch (the line, unlike a progress bar, suits logs)."""
+def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improved: bool, echo: bool = True) -> None:
+    """One dvclive step and (`echo`) one printed line per epoch (the line, unlike a progress bar, suits logs)."""
     row = {"train/loss": train["loss"], "train/accuracy": train["accuracy"],
            **{f"dev/{k}": dev[k] for k in ("loss", "accuracy", "macro_f1") if k in dev}, "lr": lr}
     for key, value in row.items():
         live.log_metric(key, value)
     live.next_step()
+    if not echo:
+        return
     dev_text = f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.3f} macro-F1 {dev['macro_f1']:.3f}  " if dev else ""
     print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} acc {train['accuracy']:.3f}  {dev_text}"
           f"lr {lr:.2g}{'  *' if improved else ''}", flush=True)
 
 
-def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_speakers: Iterable[str] = ()) -> dict:
+def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_speakers: Iterable[str] = (),
+          checkpoint: Path | None = None) -> dict:
     """Trains on the cache's train split of fold `params.data.fold`, picks the epoch on its dev split
     (or keeps the last, training on the dev speakers too: `train.dev_speakers: train`), writes the model
     file with that training split's normalisation statistics.
 
     cache: HDF5 feature cache (`acento.features.cache`); model_out: model file (`model.AccentModel`);
     live_dir: dvclive folder for the per-epoch curves; drop_speakers: training speakers left out
-    (a learning curve).  Returns the stage metrics: best dev scores,
-    epochs, training seconds (the epoch loops, not validation) and clips per second.
+    (a learning curve); checkpoint: a file the state is saved to after every epoch and resumed from when
+    it belongs to this run (`acento.training.checkpoint`), removed at the end.  Returns the stage
+    metrics: best dev scores, epochs, training seconds (the epoch loops, not validation) and clips per second.
     """
     trainer = Trainer(params, cache, drop_speakers)
     stopper = EarlyStopping(params.train.early_stopping_patience)
-    train_seconds, epochs_run = 0.0, 0
+    key = run_key(params, cache, drop_speakers) if checkpoint else ""
+    resumed = restore(checkpoint, key, trainer, stopper) if checkpoint else None
+    done, history = (resumed["epoch"], resumed["history"]) if resumed else (0, [])
+    train_seconds = resumed["train_seconds"] if resumed else 0.0
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         live.log_params({"model": params.model, "parameters": count_parameters(trainer.model),
                          "device": trainer.device.type})
-        for epoch in range(1, params.train.epochs + 1):
+        for row in history:  # DVC cleared the curves of the epochs before the kill: log them again
+            log_epoch(live, **row, echo=False)
+        if resumed:
+            print(f"resuming after epoch {done} of {params.train.epochs} ({checkpoint})", flush=True)
+        for epoch in range(done + 1, params.train.epochs + 1):
+            if stopper.should_stop:
+                break
             start = time.perf_counter()
             train_scores = trainer.train_one_epoch(epoch)
             train_seconds += time.perf_counter() - start
-            epochs_run = epoch
             dev = trainer.validate()
             trainer.step_schedule(dev)
             if dev:
@@ -266,10 +324,14 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
             else:
                 stopper.keep_last(epoch, train_scores)
                 improved = False
-            log_epoch(live, epoch, train_scores, dev, trainer.optimizer.param_groups[0]["lr"], improved)
+            history.append({"epoch": epoch, "train": train_scores, "dev": dev, "improved": improved,
+                            "lr": trainer.optimizer.param_groups[0]["lr"]})
+            log_epoch(live, **history[-1])
+            if checkpoint:
+                save(checkpoint, key, epoch, trainer, stopper, history, train_seconds)
             if stopper.should_stop:
                 print(f"early stop: no better dev macro-F1 for {stopper.stale} epochs")
-                break
+    epochs_run = history[-1]["epoch"] if history else 0
 
     model, data = trainer.scored_model, trainer.train_data
     if stopper.best_state is not None:
@@ -277,6 +339,7 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
     trainer.close()
     # The feature parameters the cache was built with travel with the model, for `predict`.
     AccentModel(model, data.classes, data.feature_config, trainer.normalise, device=trainer.device).save(model_out)
+    remove(checkpoint)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
             "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()} if trainer.has_dev else {},
             # training-split scores of the chosen epoch (with augmentation on): the gap to best_dev

@@ -16,7 +16,7 @@ from acento.model.network import (
     run_padded,
 )
 from acento.model.presets import PRESETS
-from acento.training.batches import Normaliser
+from acento.model.inputs import Normaliser
 from tests.helpers import params
 
 SMALL = dataclasses.replace(params().rnn, hidden_size=16, num_layers=2, bidirectional=True, dropout=0.0,
@@ -115,9 +115,10 @@ def test_reversal_index_reverses_each_clip_within_its_length():
     assert index.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [3, 2, 1, 0]]
 
 
-def test_recurrent_path_is_padded_on_the_cpu_and_packed_on_cuda():
+def test_recurrent_path_is_padded_on_every_device():
+    """Dense input on the CPU (oneDNN) and on CUDA (cuDNN's persistent kernel takes no packed sequence)."""
     assert recurrent_path(torch.device("cpu")) == "padded"
-    assert recurrent_path(torch.device("cuda")) == "packed"
+    assert recurrent_path(torch.device("cuda")) == "padded"
     assert model().recurrent_path is None  # the device decides unless a caller forces a path
 
 

@@ -77,9 +77,10 @@ def test_dvc_yaml_outputs_are_the_paths_the_code_writes():
             declared |= {o if isinstance(o, str) else next(iter(o)) for o in stage.get(kind, [])}
     # every path but the reports for people of the tools (git tracks them, not DVC): the comparison's
     # Markdown, the ablation's and the benchmarks' reports; and the final model, a tool's output
-    # (`make final-model`) and the stages' wall-clock timings, which neither git nor DVC tracks
+    # (`make final-model`), the stages' wall-clock timings and train's resume checkpoint, which neither git
+    # nor DVC tracks (DVC would delete the checkpoint before the stage could resume from it)
     for_people = {paths.COMPARE_REPORT, paths.ABLATION_REPORT, paths.ABLATION_JSON, paths.BENCH_REPORT,
-                  paths.BENCH_JSON, paths.FINAL_MODEL, paths.TRAIN_TIMING, paths.EVAL_TIMING}
+                  paths.BENCH_JSON, paths.FINAL_MODEL, paths.TRAIN_TIMING, paths.EVAL_TIMING, paths.TRAIN_CHECKPOINT}
     in_code = {str(v) for k, v in vars(paths).items() if k.isupper() and v not in for_people}
     # the dvclive folder is declared by its plots subfolder
     in_code = {f"{p}/plots/metrics" if p == str(paths.TRAINING_CURVES) else p for p in in_code}

@@ -78,7 +78,7 @@ def reads(tmp_path_factory) -> dict[str, set[str]]:
     out["features"] = run(features, manifest=tmp / "manifest.tsv", out=tmp / "features.h5",
                           metrics=tmp / "features.json")
     out["train"] = run(train, cache=tmp / "features.h5", out=tmp / "model.pt", metrics=tmp / "train.json",
-                       live=tmp / "live", timing=tmp / "train-timing.json")
+                       live=tmp / "live", timing=tmp / "train-timing.json", checkpoint=tmp / "ckpt.pt")
     out["evaluate"] = run(evaluate, model_file=tmp / "model.pt", cache=tmp / "features.h5",
                           metrics=tmp / "eval.json", confusion=tmp / "confusion.json",
                           predictions=tmp / "predictions.csv", png=tmp / "confusion.png",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from acento.features.cache import SplitData
-from acento.training.batches import bucketed_batches, iterate
+from acento.training.batches import bucketed_batches
 from acento.training.trainer import Trainer, class_weights, train
 from tests.helpers import params, tiny
 
@@ -94,19 +94,6 @@ def test_bucketing_groups_similar_lengths_and_keeps_every_clip():
         assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     padding = lambda bs: sum(lengths[b].max() * len(b) - lengths[b].sum() for b in bs)  # noqa: E731
     assert padding(bucketed) < 0.2 * padding(plain)
-
-
-def test_batches_are_normalised_padded_with_zero_and_augment_only_when_asked(cache):
-    data = SplitData(cache, "train")
-    normalise = Trainer(params(**TINY), cache).normalise
-    batch = next(iterate(data, [np.array([0, 1, 2])], normalise))
-    assert batch.features.shape == (3, int(batch.lengths.max()), 64)
-    for row, n in enumerate(batch.lengths.tolist()):
-        assert torch.all(batch.features[row, n:] == 0)
-    cfg = params(**{"train.specaugment.freq_masks": 2, "train.specaugment.freq_width": 10}).train
-    masked = next(iterate(data, [np.array([0, 1, 2])], normalise, (cfg.augment, cfg.specaugment),
-                          np.random.default_rng(0)))
-    assert (masked.features == 0).sum() > (batch.features == 0).sum()
 
 
 def test_class_weights_are_inverse_frequency():
@@ -231,3 +218,33 @@ def test_the_model_file_holds_the_averaged_weights(cache, tmp_path):
     for key, value in averaged.items():
         torch.testing.assert_close(saved[key], value)
     assert not all(torch.equal(saved[k], trained[k]) for k in saved)
+
+
+@pytest.mark.parametrize("warmup, expected", [(0, [1.0, 0.8535534, 0.5, 0.1464466]), (2, [1 / 3, 2 / 3, 1.0, 0.5])])
+def test_warm_up_then_cosine(warmup, expected):
+    """Linear warm-up over `warmup` epochs, then cosine to 0 over the rest: the lr of each epoch, known."""
+    from acento.training.trainer import make_scheduler
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    cfg = params(**{"train.epochs": 4, "train.warmup_epochs": warmup}).train
+    scheduler = make_scheduler(optimizer, cfg)
+    seen = []
+    for _ in range(4):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx(expected, abs=1e-6)
+
+
+def test_batches_by_frames_scale_the_lr_by_the_square_root_of_the_batch(cache):
+    """With train.batch_frames, Adam's lr is train.lr x sqrt(clips per batch / train.batch_size)."""
+    from acento.training.batches import frame_batches
+
+    p = params(**tiny(**{"train.batch_frames": 2000, "train.batch_size": 4}))
+    trainer = Trainer(p, cache)
+    batches = frame_batches(trainer.train_data.lengths, 2000, np.random.default_rng(0))
+    per_batch = len(trainer.train_data) / len(batches)
+    assert per_batch > 4
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(p.train.lr * np.sqrt(per_batch / 4))
+    assert Trainer(params(**tiny()), cache).optimizer.param_groups[0]["lr"] == p.train.lr
