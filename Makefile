@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test test-fast bench compare compare-all final-model benchmark-corpus clean
+.PHONY: help run test test-fast bench compare compare-all final-model benchmark-corpus scale-corpus clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ test: $(STAMP)  ## run the whole test suite (unit and end-to-end)
 test-fast: $(STAMP)  ## unit tests only (skips the end-to-end DVC run)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e"
 
-bench: $(STAMP)  ## benchmarks: features, training (packed vs padded RNN), prediction, CLI start-up, service load; bench/results.md
+bench: $(STAMP)  ## benchmarks: features, the training loop against its floors, prediction, CLI start-up, service load: bench/results.md
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py
 
 compare: $(STAMP)  ## LSTM vs GRU cross-validated over speakers (default preset, 3 training seeds): reports/compare.{md,json,png}
@@ -47,6 +47,11 @@ benchmark-corpus: $(STAMP)  ## the benchmark corpus for choosing defaults, with 
 	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { echo "error: needs espeak-ng and sox: apt-get install espeak-ng sox libsox-fmt-mp3" >&2; exit 2; }
 	$(BIN)/python scripts/make_sample_corpus.py --design benchmark --oracle data/benchmark/oracle.tsv
 	$(BIN)/python scripts/oracle_ceiling.py data/benchmark/oracle.tsv | tee data/benchmark/ceiling.txt
+
+# Not committed: a release of real size and shape whose clips are hard links to the sample's (seconds, no disk).
+CLIPS ?= 100000
+scale-corpus: $(STAMP)  ## a Common Voice-size release from the sample's clips, CLIPS=100000 validated: data/scale/
+	$(BIN)/python scripts/make_scale_corpus.py --clips $(CLIPS) --out data/scale
 
 clean:  ## remove the venv, extracted data and DVC outputs (the sample archive stays)
 	rm -rf $(VENV) data/raw data/features/*.h5 data/prepared/*.tsv models/*.pt .pytest_cache build
