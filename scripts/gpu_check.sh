@@ -49,7 +49,7 @@ echo "pytest exit $?"; tail -2 "$out/logs/pytest.txt"
 stamp "a Common Voice-size release of $clips validated clips"
 scale=/tmp/acento-scale
 timed scale-corpus $py scripts/make_scale_corpus.py --clips "$clips" --out "$scale/release" --force
-sed -e "s#^  source: .*#  source: $scale/release/cv-corpus-scale/es#" -e "s#^  max_clips_per_speaker: .*#  max_clips_per_speaker: 50#" \
+sed -e "s#^  source: .*#  source: $scale/release/cv-corpus-scale-$clips/es#" \
     -e "s#^  workers: .*#  workers: 0#" params.yaml >"$scale/params.yaml"
 timed download $py -m pipeline.download --params "$scale/params.yaml" --out "$scale/release.json"
 timed prepare $py -m pipeline.prepare --params "$scale/params.yaml" --release "$scale/release.json" \

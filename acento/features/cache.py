@@ -26,6 +26,9 @@ dev and test is decided when the cache is read (`SplitData`, from `fold`, `dev_f
 One dataset for all clips rather than one per clip keeps the file's metadata small for 400k clips and
 makes a clip one slice.  `frames` is chunked in CHUNK_ROWS-row chunks so that reading one random
 clip (~500 frames) lazily pulls little more than its own bytes.
+
+Just over 300 lines on purpose: the file's layout, its writer and its reader side by side, so that a
+change to one is seen beside the others.
 """
 
 from __future__ import annotations

@@ -73,8 +73,9 @@ def run_padded(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor) ->
     Returns [batch, max(lengths), directions * hidden], zeros past each clip's end."""
     if getattr(rnn, "proj_size", 0):
         raise ValueError("run_padded: LSTM projections (proj_size > 0) are not supported; use run_packed")
-    if lengths.device.type == "cpu":  # trimming wider padding costs no host round trip here
-        x = x[:, :int(lengths.max())]
+    if lengths.device.type == "cpu" and not torch.onnx.is_in_onnx_export():
+        x = x[:, :int(lengths.max())]  # trimming wider padding costs no host round trip here (an export
+        # must not: the trace would keep this batch's width)
     lengths = lengths.to(x.device)
     batch, steps = x.shape[:2]
     index = reversal_index(lengths, steps)

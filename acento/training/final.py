@@ -10,7 +10,8 @@ their mean: every labelled speaker trained k-1 of the k networks (k-2 with `sele
 
 The same runs give the configuration's cross-validated score for free: each network's predictions on its
 own test fold, pooled (every labelled speaker once), with a speaker-bootstrap interval; they are written
-with the per-fold results to reports/final.json.  (The ensemble itself has no held-out speakers left in
+with the per-fold results to reports/final.json, and in a model card beside the model (models/final.md:
+Markdown with the YAML header model hubs read, `acento.model.card`).  (The ensemble itself has no held-out speakers left in
 the corpus: score it on another release, `python -m acento.apps.score --release OTHER`.)
 
     make final-model                       # python -m acento.training.final
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from acento import __version__
 from acento.config import PARAMS_FILE, ConfigError, parse_params
 from acento.errors import StageError
 from acento.evaluation.crossval import (
@@ -39,6 +41,7 @@ from acento.evaluation.metrics import describe_kept_epoch, speaker_accuracy
 from acento.evaluation.stats import pooled_balanced_accuracy
 from acento.files import write_json
 from acento.model.accent_model import AccentModel, ModelFileError
+from acento.model.card import write_card
 from acento.paths import FINAL_MODEL, FINAL_REPORT
 
 
@@ -60,7 +63,8 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
             runs.append(run)
             print(f"fold {run['fold']}: {describe_kept_epoch(run)}, {run['train_seconds']:.0f} s", flush=True)
         members = [AccentModel.load(job["keep"]) for job in jobs]
-        AccentModel.ensemble(members).save(out)
+        ensemble = AccentModel.ensemble(members)
+        ensemble.save(out)
     speakers = np.concatenate([r["speakers"] for r in runs])
     labels = np.concatenate([r["labels"] for r in runs])
     probs = np.concatenate([r["probs"] for r in runs])
@@ -76,6 +80,9 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
         "overrides": overrides, "minutes": round((time.perf_counter() - start) / 60, 1),
     }
     write_json(report, summary)
+    # the model card beside the model (models/final.md), with these figures
+    write_card(out.with_suffix(".md"), {**summary, "version": __version__}, ensemble,
+               Path(params.data.source.rstrip("/")).name)
     return summary
 
 

@@ -10,6 +10,9 @@ The loop reads top to bottom: set up (`Trainer.__init__`), then per epoch `train
 `validate` on dev, `EarlyStopping.update`; at the end the best weights are written with
 everything inference needs (`acento.model.accent_model.AccentModel`).  The `train` stage
 (pipeline/train.py) and cross-validation (`acento.evaluation.crossval`) call `train`.
+
+One module of ~350 lines on purpose: the loop, its set-up and its end read top to bottom in one place,
+as nanoGPT's train.py does; the batches and the checkpoint are modules of their own.
 """
 
 from __future__ import annotations

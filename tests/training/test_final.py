@@ -27,6 +27,12 @@ def test_final_model_is_an_ensemble_of_every_fold_and_its_report_pools_every_spe
     assert summary["pooled_out_of_fold"]["speakers"] == 196
     assert 0.0 < summary["pooled_out_of_fold"]["balanced_accuracy"] < 1.0
     assert model.classify(sample_clips[0]).label in model.classes
+    # the model card beside it carries the report's figures in the header model hubs read
+    import yaml
+
+    header = yaml.safe_load((tmp_path / "final.md").read_text().split("---\n")[1])
+    metric = header["model-index"][0]["results"][0]["metrics"][0]
+    assert metric["value"] == summary["pooled_out_of_fold"]["balanced_accuracy"]
 
 
 def test_bad_overrides_and_single_split_are_one_line_errors(tmp_path, capsys):
