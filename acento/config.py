@@ -5,7 +5,7 @@ Every stage reads its parameters through `load_params()`, so a typo in `params.y
 dataclasses hold no defaults: `params.yaml` is the one place where a value is written down, and a
 missing key is an error rather than a silent fallback to a second, possibly different, value.
 
-One module of ~320 lines on purpose: its dataclasses mirror params.yaml section by section, so it reads
+One module of ~420 lines on purpose: its dataclasses mirror params.yaml section by section, so it reads
 top to bottom beside that file; the original study's network presets are in `acento.model.presets`.
 """
 
@@ -15,11 +15,14 @@ import copy
 import dataclasses
 import json
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from acento.audio.melscale import empty_mel_band
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -33,10 +36,20 @@ class ConfigError(ValueError):
     """A bad value in params.yaml; its message is one line naming the key."""
 
 
+def canonical_accent(text: str) -> str:
+    """An accent string as it is compared, in data.classes and in the TSVs alike: Unicode NFC (a decomposed
+    "México" equals the composed one), format characters (category Cf: zero-width spaces and joiners,
+    byte-order marks, soft hyphens, direction marks) removed, surrounding whitespace stripped.  Case is
+    kept: Common Voice's accents are its preset texts, compared exactly."""
+    composed = unicodedata.normalize("NFC", text)
+    return "".join(c for c in composed if unicodedata.category(c) != "Cf").strip()
+
+
 def _check(*, choices: tuple | None = None, min: float | None = None, max: float | None = None,
-           min_exclusive: bool = False, min_items: int = 0) -> dict:
+           min_exclusive: bool = False, max_exclusive: bool = False, min_items: int = 0) -> dict:
     """Field metadata: allowed values, bounds (for a list: of each item) and a list's minimum length."""
-    return {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive, "min_items": min_items}
+    return {"choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive,
+            "max_exclusive": max_exclusive, "min_items": min_items}
 
 
 @dataclass(frozen=True)
@@ -90,14 +103,14 @@ class RNNConfig:
     hidden_size: int = field(metadata=_check(min=1))
     num_layers: int = field(metadata=_check(min=1))
     bidirectional: bool
-    dropout: float = field(metadata=_check(min=0, max=1))
+    dropout: float = field(metadata=_check(min=0, max=1, max_exclusive=True))  # 1: every input zeroed
     pooling: str = field(metadata=_check(choices=("last", "mean", "attention", "stats", "max")))
     frontend: str = field(metadata=_check(choices=("none", "conv")))
     frontend_channels: int = field(metadata=_check(min=1))
     frontend_stride: int = field(metadata=_check(choices=(1, 2, 4, 8)))
     frontend_kernel: int = field(metadata=_check(min=1))
     head_hidden: list[int] = field(metadata=_check(min=1))
-    head_dropout: float = field(metadata=_check(min=0, max=1))
+    head_dropout: float = field(metadata=_check(min=0, max=1, max_exclusive=True))
 
 
 @dataclass(frozen=True)
@@ -147,8 +160,8 @@ class TrainConfig:
     early_stopping_patience: int = field(metadata=_check(min=0))
     grad_clip: float = field(metadata=_check(min=0))
     class_weights: bool
-    label_smoothing: float = field(metadata=_check(min=0, max=1))
-    ema: float = field(metadata=_check(min=0, max=1))
+    label_smoothing: float = field(metadata=_check(min=0, max=1, max_exclusive=True))  # 1: uniform targets
+    ema: float = field(metadata=_check(min=0, max=1, max_exclusive=True))  # 1: the initial weights forever
     dev_speakers: str = field(metadata=_check(choices=("select", "train")))
     specaugment: SpecAugmentConfig
     augment: AugmentConfig
@@ -217,12 +230,13 @@ def _validate_range(value: Any, meta: dict, key: str) -> None:
     choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
     if choices is not None and value not in choices:
         raise ConfigError(f"params.yaml: '{key}' is {value!r}; allowed: {', '.join(map(str, choices))}")
+    below = "<" if meta.get("max_exclusive") else "<="
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         op = ">" if meta.get("min_exclusive") else ">="
-        bound = f" and <= {hi}" if hi is not None else ""
+        bound = f" and {below} {hi}" if hi is not None else ""
         raise ConfigError(f"params.yaml: '{key}' is {value!r}; it must be {op} {lo}{bound}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"params.yaml: '{key}' is {value!r}; it must be <= {hi}")
+    if hi is not None and (value > hi or (meta.get("max_exclusive") and value == hi)):
+        raise ConfigError(f"params.yaml: '{key}' is {value!r}; it must be {below} {hi}")
 
 
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
@@ -261,11 +275,20 @@ def _cross_check(p: Params) -> None:
                               "`null:` or `~:` key as no name); quote it or rename it")
         if not accents:
             raise ConfigError(f"params.yaml: 'data.classes.{cls}' lists no accents")
-        for accent in accents:
-            if accent in seen:
-                raise ConfigError(f"params.yaml: accent {accent!r} is in both 'data.classes.{seen[accent]}' "
-                                  f"and 'data.classes.{cls}'; give it one class")
-            seen[accent] = cls
+        for i, accent in enumerate(accents):
+            key, text = f"data.classes.{cls}[{i}]", canonical_accent(accent)
+            if not text:
+                raise ConfigError(f"params.yaml: '{key}' is empty (YAML reads null, ~ and \"\" as no text); write "
+                                  "the accent as the release's TSVs do, or remove it")
+            if "|" in text:
+                raise ConfigError(f"params.yaml: '{key}' ({accent!r}) holds '|', which separates accents in the "
+                                  "TSVs; list each accent as an item of its own")
+            if text in seen:
+                where = "twice in" if seen[text] == cls else f"in both 'data.classes.{seen[text]}' and"
+                raise ConfigError(f"params.yaml: accent {text!r} is {where} 'data.classes.{cls}' (compared "
+                                  "without format characters and surrounding spaces, in Unicode NFC); give it "
+                                  "one class, once")
+            seen[text] = cls
     if p.data.folds >= 2 and p.data.fold >= p.data.folds:
         raise ConfigError(f"params.yaml: 'data.fold' is {p.data.fold}; with data.folds = {p.data.folds} it must be "
                           f"0 to {p.data.folds - 1}")
@@ -280,16 +303,17 @@ def _cross_check(p: Params) -> None:
                           f"which needs 'train.schedule' cosine or constant (is {t.schedule}) and "
                           f"'train.early_stopping_patience' 0 (is {t.early_stopping_patience}): "
                           "both read the dev split")
-    f = p.features
     if p.rnn.frontend_kernel % 2 == 0:
         raise ConfigError(f"params.yaml: 'rnn.frontend_kernel' is {p.rnn.frontend_kernel}; it must be odd "
                           "(centred convolutions keep ceil(frames / stride) frames)")
-    if f.win_length > f.n_fft:
-        raise ConfigError(f"params.yaml: 'features.win_length' ({f.win_length}) must be <= "
-                          f"'features.n_fft' ({f.n_fft})")
-    if f.fmax > f.sample_rate / 2 or f.fmin >= f.fmax:
-        raise ConfigError(f"params.yaml: 'features.fmin'/'features.fmax' must satisfy fmin < fmax <= "
-                          f"sample_rate/2 = {f.sample_rate / 2:g}")
+    check_features(p.features)
+    n_mels, masks = p.features.n_mels, p.train.specaugment
+    if masks.freq_masks and masks.freq_width >= n_mels:
+        raise ConfigError(f"params.yaml: 'train.specaugment.freq_width' is {masks.freq_width}; it must be below "
+                          f"'features.n_mels' ({n_mels}), or a mask could hide every band")
+    if p.train.augment.freq_shift >= n_mels:
+        raise ConfigError(f"params.yaml: 'train.augment.freq_shift' is {p.train.augment.freq_shift}; it must be "
+                          f"below 'features.n_mels' ({n_mels}), or a shift could move the whole spectrum out")
     if p.data.sha256 and (len(p.data.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in p.data.sha256)):
         raise ConfigError("params.yaml: 'data.sha256' must be 64 hex digits, or empty to skip the check")
 
@@ -331,7 +355,59 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 
 def stored_features_config(stored: str | dict) -> FeaturesConfig:
-    """The feature parameters stored (as JSON or a dict) in the cache or a model file."""
+    """The feature parameters stored (as JSON or a dict) in the cache or a model file, checked as
+    params.yaml's are (`check_features`): ConfigError (one line naming the key) for a value params.yaml
+    would refuse, e.g. an edited file's `hop_length: 0` or an n_fft that would allocate gigabytes."""
     values = dict(json.loads(stored) if isinstance(stored, str) else stored)
     values.pop("workers", None)  # stored by caches and models made before it moved to runtime.workers
-    return FeaturesConfig(**values)
+    features = _build(FeaturesConfig, values, "features.")
+    check_features(features)
+    return features
+
+
+def stored_config(cls: type, stored: dict, prefix: str) -> Any:
+    """A section of params.yaml stored in a model file (e.g. RNNConfig under "rnn."), checked as params.yaml's
+    is: ConfigError (one line naming the key) for a missing, unknown, mistyped or out-of-range value."""
+    if not isinstance(stored, dict):
+        raise ConfigError(f"params.yaml: '{prefix.rstrip('.')}' must be a mapping")
+    return _build(cls, stored, prefix)
+
+
+# Bounds of the feature settings that keep one clip's analysis within memory: an FFT of 65,536 points is
+# 4 s at 16 kHz, far beyond speech analysis (25 ms windows); 384 kHz is the highest rate audio interfaces use.
+MAX_N_FFT = 1 << 16
+MAX_SAMPLE_RATE = 384_000
+
+
+def check_features(f: FeaturesConfig) -> None:
+    """ConfigError (one line naming the key) unless the feature settings make sense together: besides the
+    bounds, a window within the FFT, a hop within the window (a longer one skips samples), one window within
+    `max_seconds` (shorter crops make every clip one frame), fmin < fmax <= the Nyquist frequency, and every
+    mel band holding an FFT bin (`empty_mel_band`)."""
+    if f.sample_rate > MAX_SAMPLE_RATE:
+        raise ConfigError(f"params.yaml: 'features.sample_rate' is {f.sample_rate}; it must be <= {MAX_SAMPLE_RATE}")
+    if f.n_fft > MAX_N_FFT:
+        raise ConfigError(f"params.yaml: 'features.n_fft' is {f.n_fft}; it must be <= {MAX_N_FFT}")
+    if f.win_length > f.n_fft:
+        raise ConfigError(f"params.yaml: 'features.win_length' ({f.win_length}) must be <= "
+                          f"'features.n_fft' ({f.n_fft})")
+    if f.fmax > f.sample_rate / 2 or f.fmin >= f.fmax:
+        raise ConfigError(f"params.yaml: 'features.fmin'/'features.fmax' must satisfy fmin < fmax <= "
+                          f"sample_rate/2 = {f.sample_rate / 2:g}")
+    if f.hop_length > f.win_length:
+        raise ConfigError(f"params.yaml: 'features.hop_length' ({f.hop_length}) must be <= 'features.win_length' "
+                          f"({f.win_length}): a longer hop skips the samples between windows")
+    if f.max_seconds * f.sample_rate < f.win_length:
+        raise ConfigError(f"params.yaml: 'features.max_seconds' is {f.max_seconds:g}; a crop shorter than one "
+                          f"analysis window ({1000 * f.win_length / f.sample_rate:g} ms: 'features.win_length' "
+                          f"{f.win_length} at {f.sample_rate} Hz) leaves every clip one frame")
+    bins = f.n_fft // 2 + 1
+    if f.n_mels > bins:
+        raise ConfigError(f"params.yaml: 'features.n_mels' is {f.n_mels}; an FFT of 'features.n_fft' {f.n_fft} "
+                          f"points has {bins} frequency bins, so at most {bins} mel bands")
+    empty = empty_mel_band(f.sample_rate, f.n_fft, f.n_mels, f.fmin, f.fmax)
+    if empty is not None:
+        raise ConfigError(f"params.yaml: 'features.n_mels' is {f.n_mels}, but mel band {empty} (from 0) holds no "
+                          f"FFT bin (one every {f.sample_rate / f.n_fft:g} Hz with 'features.n_fft' {f.n_fft}): lower "
+                          "n_mels, or raise n_fft or the fmin..fmax range")
+

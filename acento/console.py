@@ -5,6 +5,7 @@ turns expected failures into one line on stderr and an exit status.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,10 @@ def run_stage(doc: str, run: Callable[[Params, argparse.Namespace], None],
         run(load_params(args.params), args)
     except (ConfigError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if getattr(exc, "hard_exit", False):  # a library left in a state it cannot tear down (a full disk)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print("interrupted: no partial output was left at the output paths", file=sys.stderr)

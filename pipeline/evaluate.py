@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from acento.config import Params
 from acento.console import run_stage
 from acento.errors import StageError
@@ -49,11 +51,15 @@ def run(params: Params, args: argparse.Namespace) -> None:
     with SplitData(args.cache, "test", params.data.fold) as test:
         if len(test) == 0:
             raise StageError("the test split is empty; give data.split.test a larger share or add speakers")
-        if model.classes != test.classes:
-            raise StageError(f"{args.model_file}: trained on classes {model.classes}, the cache has {test.classes}; "
-                             "retrain (dvc repro train)")
+        try:
+            model.check_features(test.classes, test.feature_config, f"the feature cache {args.cache}")
+        except ModelFileError as exc:
+            raise StageError(str(exc)) from None
         start = time.perf_counter()
         probs = model.predict_split(test)
+        if not np.isfinite(probs).all():
+            raise StageError(f"{args.model_file}: its scores of the test split are not finite numbers (NaN or "
+                             "infinity): the file is damaged or its training diverged; retrain it (dvc repro train)")
         seconds = time.perf_counter() - start
     pred = probs.argmax(1)
     metrics, absent = classification_metrics(test.labels, probs, test.speakers, test.classes)

@@ -22,7 +22,6 @@ import json
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from acento.evaluation.crossval import build_feature_cache, parse_overrides, run
 from acento.files import atomic_path, write_json
 from acento.model.presets import PRESETS, preset_overrides
 from acento.paths import ABLATION_JSON, ABLATION_REPORT
+from acento.runtime import scratch_folder
 
 # Cumulative steps from the defaults this project had before the study ("baseline") to the chosen
 # defaults: each row adds one change to the row above it.
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     # A plain `kill` (SIGTERM) then still runs the cleanup below instead of leaving the feature cache in /tmp.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    scratch = Path(tempfile.mkdtemp(prefix="acento-ablate-"))
+    scratch = scratch_folder("ablate")  # named after this process: removed by the next run if this one is killed
     try:
         cache, folds = build_feature_cache(args.params, args.cache_dir or scratch, extra)
         test_folds = sorted(set(args.folds)) if args.folds else list(range(folds))

@@ -8,16 +8,20 @@
 #      clips/s of the default LSTM and GRU at 16/32/64 clips and at frame budgets, beside the network's and
 #      the bare RNN's forward + backward over the same batches;
 #   5. several fold runs sharing the GPU (scripts/ablate.py, the default network by frames, 5 folds of each
-#      cell at once, 10 processes), for CV_SECONDS: epochs/s per process and GPU use (nvidia-smi every 2 s).
+#      cell at once, 10 processes), for CV_SECONDS: epochs/s per process and GPU use (nvidia-smi every 2 s);
+#   6. with PRESET_SECONDS > 0 (off by default: a second lent run), the original study's `deep` and
+#      `advanced` networks cross-validated on all five folds of the bundled sample (20 fold runs sharing the
+#      GPU, their predictions in OUTDIR/cv/presets.json for scripts/presets_table.py: issue #33, item 5).
 # Everything lands in OUTDIR, packed as OUTDIR/gpu_check.tar.gz at the end, also when a phase times out.
 #
-#   scripts/gpu_check.sh OUTDIR [CLIPS] [CV_SECONDS]
+#   scripts/gpu_check.sh OUTDIR [CLIPS] [CV_SECONDS] [PRESET_SECONDS]
 #
 # Needs python3 with the project's requirements (or their wheels in .whl/, installed to /tmp/site first).
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUTDIR [CLIPS] [CV_SECONDS]}
 clips=${2:-100000}
 cv_s=${3:-150}
+presets_s=${4:-0}
 mkdir -p "$out/logs" "$out/bench" "$out/cv"
 py=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -69,4 +73,11 @@ timeout -k 5 "$cv_s" $py scripts/ablate.py --params "$scale/params.yaml" --varia
     --set runtime.device=cuda train.batch_frames=64000 train.warmup_epochs=2 train.epochs=20 \
     --cache-dir "$scale/cv-cache" --out "$out/cv" >"$out/logs/cv.txt" 2>&1
 echo "cv exit $?"; grep -cE "^epoch" "$out/logs/cv.txt"
+if [ "$presets_s" -gt 0 ]; then
+    stamp "deep and advanced, 5 folds x 2 cells, for at most ${presets_s} s"
+    timeout -k 5 "$presets_s" $py scripts/ablate.py --variants preset:deep preset:advanced --cells lstm gru \
+        --workers 20 --set runtime.device=cuda --cache-dir /tmp/acento-presets-cache --out "$out/cv/presets" \
+        --predictions "$out/cv/presets.json" >"$out/logs/presets.txt" 2>&1
+    echo "presets exit $?"; tail -3 "$out/logs/presets.txt"
+fi
 stamp "done"

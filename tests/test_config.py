@@ -53,6 +53,23 @@ def test_overrides_leave_their_input_as_it_was():
     ("rnn.head_hidden", [64, -1], "'rnn.head_hidden[1]' is -1; it must be >= 1"),
     ("runtime.device", "tpu", "'runtime.device' is 'tpu'; allowed: auto, cpu, cuda"),
     ("train.dev_speakers", "test", "'train.dev_speakers' is 'test'; allowed: select, train"),
+    # values of the right type that make no sense with the others
+    ("features.n_mels", 300, "'features.n_mels' is 300; an FFT of 'features.n_fft' 512 points has 257 frequency "
+                             "bins, so at most 257 mel bands"),
+    ("features.n_mels", 200, "'features.n_mels' is 200, but mel band 5 (from 0) holds no FFT bin (one every "
+                             "31.25 Hz with 'features.n_fft' 512)"),
+    ("features.hop_length", 401, "'features.hop_length' (401) must be <= 'features.win_length' (400): a longer "
+                                 "hop skips the samples between windows"),
+    ("features.max_seconds", 0.02, "'features.max_seconds' is 0.02; a crop shorter than one analysis window "
+                                   "(25 ms: 'features.win_length' 400 at 16000 Hz) leaves every clip one frame"),
+    ("train.specaugment.freq_width", 64, "'train.specaugment.freq_width' is 64; it must be below 'features.n_mels' "
+                                         "(64)"),
+    ("train.augment.freq_shift", 64, "'train.augment.freq_shift' is 64; it must be below 'features.n_mels' (64)"),
+    ("train.ema", 1.0, "'train.ema' is 1.0; it must be < 1"),
+    ("train.label_smoothing", 1.0, "'train.label_smoothing' is 1.0; it must be < 1"),
+    ("rnn.dropout", 1.0, "'rnn.dropout' is 1.0; it must be < 1"),
+    ("rnn.head_dropout", 1.0, "'rnn.head_dropout' is 1.0; it must be < 1"),
+    ("rnn.dropout", -0.5, "'rnn.dropout' is -0.5; it must be >= 0 and < 1"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(dotted, value, message):
     with pytest.raises(ConfigError) as err:
@@ -110,3 +127,43 @@ def test_int_is_accepted_for_float_but_bool_is_not_an_int():
     assert params(**{"train.lr": 1}).train.lr == 1.0
     with pytest.raises(ConfigError, match="'train.epochs' must be int"):
         params(**{"train.epochs": True})
+
+
+def test_the_largest_sensible_values_pass():
+    """The checks above refuse only what makes no sense: their limits themselves are accepted."""
+    params(**{"features.n_mels": 184, "features.hop_length": 400, "features.max_seconds": 0.025,
+              "train.specaugment.freq_width": 63, "train.augment.freq_shift": 63, "train.ema": 0.999,
+              "rnn.dropout": 0.9})
+    params(**{"train.specaugment.freq_masks": 0, "train.specaugment.freq_width": 64})  # no masks: any width
+
+
+@pytest.mark.parametrize("accent, message", [
+    (None, "'data.classes.mexico[1]' is empty (YAML reads null, ~ and \"\" as no text)"),
+    ("", "'data.classes.mexico[1]' is empty"),
+    (" \u200b\ufeff ", "'data.classes.mexico[1]' is empty"),
+    ("México|Caribe", "'data.classes.mexico[1]' ('México|Caribe') holds '|', which separates accents"),
+    ("Me\u0301xico ", "accent 'México' is twice in 'data.classes.mexico' (compared without format characters and "
+                      "surrounding spaces, in Unicode NFC)"),
+])
+def test_an_accent_string_that_cannot_match_or_repeats_one_is_refused(accent, message):
+    raw = raw_params()
+    raw["data"]["classes"]["mexico"].append(accent)
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_accent_typed_another_way_in_another_class_is_refused():
+    raw = raw_params()
+    raw["data"]["classes"]["sur"].append("\u200bMe\u0301xico")
+    with pytest.raises(ConfigError, match="accent 'México' is in both 'data.classes.sur' and 'data.classes.mexico'"):
+        parse_params(raw)
+
+
+def test_canonical_accents():
+    from acento.config import canonical_accent
+
+    assert canonical_accent("Me\u0301xico") == "México" == canonical_accent("\u00a0México\u200d\n")
+    assert canonical_accent("Mé\u00adxi\u2060co") == "México"  # soft hyphen, word joiner
+    assert canonical_accent("méxico") == "méxico"  # case is kept: the presets are compared exactly
+    assert canonical_accent("Castilla  y León") == "Castilla  y León"  # inner spaces are the text's

@@ -23,3 +23,10 @@ def add_model_file_option(parser) -> None:
                         help=f"trained model file (default: ${MODEL_ENV} if set, else {FINAL_MODEL} from "
                              f"`make final-model` if it exists, else {MODEL_FILE} from `dvc repro`, both "
                              "relative to the current folder)")
+
+
+def non_finite_scores(model_file: str | Path, what: str) -> str:
+    """The one line for a model file whose class probabilities for `what` are not finite numbers (NaN or
+    infinity: weights or statistics that overflow), as `acento-predict` and `acento-serve` refuse it."""
+    return (f"{model_file}: the model gives scores that are not finite numbers (NaN or infinity) for {what}; "
+            "the file is damaged or its training diverged, retrain it (dvc repro train)")

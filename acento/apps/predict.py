@@ -2,7 +2,9 @@
 
 The features are computed exactly as the model's training cache computed them: the feature
 parameters, class names and normalisation statistics all come from the model file, not from
-params.yaml.  A file that cannot be read is reported and the rest are still classified.
+params.yaml.  A file that cannot be read is reported and the rest are still classified; so is every entry
+of a folder that is no file (a link to nothing, a loop of links, a FIFO, a socket, a device), never opened.
+A model whose scores are not finite numbers is refused with one line: nothing prints NaN.
 
   python -m acento.apps.predict recordings/            # a table
   acento-predict --json --top 3 a.mp3 b.wav          # one JSON object per line
@@ -12,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from acento.apps.options import add_model_file_option
+from acento.apps.options import add_model_file_option, non_finite_scores
+from acento.audio.decode import AudioError, not_a_file
 from acento.errors import StageError
 from acento.model.accent_model import AccentModel, ModelFileError, Prediction
 from acento.runtime import available_cores, resolve_count, select_device
@@ -26,25 +31,49 @@ from acento.runtime import available_cores, resolve_count, select_device
 FEW_FILES = 8  # up to this many files are decoded in this process: a process pool costs more than it saves
 
 
-def collect(inputs: list[str]) -> list[Path]:
-    """Files as given, and every regular file found (recursively, sorted) under folders, whatever its
-    name: each gets a line, classified or an error saying why not (e.g. a format libsndfile does not
-    read).  Hidden files and folders (.DS_Store, .git) are skipped."""
-    files = []
+def collect(inputs: list[str]) -> tuple[list[Path], dict[Path, AudioError]]:
+    """(entries, refused): files as given, and every entry found (recursively, sorted) under folders,
+    whatever its name, each to get a line; `refused` holds why each folder entry that is no file to read
+    (`decode.not_a_file`: a link to nothing, a loop of links, a link to a folder, a FIFO, a socket, a
+    device) is not opened.  Hidden files and folders (.DS_Store, .git) are skipped; links to folders
+    are not followed (a loop cannot recurse)."""
+    files: list[Path] = []
+    refused: dict[Path, AudioError] = {}
     for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
-        else:
+        if not item.is_dir():
             files.append(item)  # a missing file is reported per file, like any unreadable one
-    return files
+            continue
+        for path in sorted(item.rglob("*")):
+            if any(part.startswith(".") for part in path.relative_to(item).parts) or \
+                    (path.is_dir() and not path.is_symlink()):
+                continue
+            files.append(path)
+            problem = not_a_file(path, str(path))
+            if problem:
+                refused[path] = problem
+    return files, refused
 
 
-def classify_files(files: list[Path], model: AccentModel, workers: int = 1) -> Iterator[dict]:
-    """One result per file, in order: {"file", "label", "probs"} (as `--json` prints it) or {"file", "error"}."""
-    for path, result in model.classify_files(files, workers if len(files) > FEW_FILES else 1,
-                                             one_worker_hint="--workers 1"):
-        yield {"file": str(path), **(result.as_dict() if isinstance(result, Prediction) else {"error": result.report()})}
+class NonFiniteScores(Exception):
+    """The model scored a file with a NaN or an infinity: no score of it can be trusted."""
+
+
+def classify_files(files: list[Path], model: AccentModel, workers: int = 1,
+                   refused: dict[Path, AudioError] | None = None) -> Iterator[dict]:
+    """One result per file, in order: {"file", "label", "probs"} (as `--json` prints it) or {"file", "error"};
+    the files in `refused` get their error unopened.  NonFiniteScores if the model scores a file with NaN."""
+    refused = refused or {}
+    readable = [f for f in files if f not in refused]
+    decoded = model.classify_files(readable, workers if len(readable) > FEW_FILES else 1, one_worker_hint="--workers 1")
+    for path in files:
+        if path in refused:
+            yield {"file": str(path), "error": refused[path].report()}
+            continue
+        _, result = next(decoded)
+        if isinstance(result, Prediction) and not all(map(math.isfinite, result.probs.values())):
+            raise NonFiniteScores(non_finite_scores(model.path or "the model", str(path)))
+        yield {"file": str(path),
+               **(result.as_dict() if isinstance(result, Prediction) else {"error": result.report()})}
 
 
 def inference_threads(n_files: int, workers: int) -> int:
@@ -85,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    files = collect(args.inputs)
+    files, refused = collect(args.inputs)
     if not files:
         print(f"error: no files under {', '.join(args.inputs)}", file=sys.stderr)
         return 2
@@ -97,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print("file\tlabel\tprobabilities")
     try:
-        for result in classify_files(files, model, workers):
-            failed += "error" in result
-            print(json.dumps(result, ensure_ascii=False) if args.json else format_row(result, top), flush=True)
-    except StageError as exc:
+        with np.errstate(all="ignore"):  # a model that overflows is reported below, in one line
+            for result in classify_files(files, model, workers, refused):
+                failed += "error" in result
+                print(json.dumps(result, ensure_ascii=False, allow_nan=False) if args.json else
+                      format_row(result, top), flush=True)
+    except (StageError, NonFiniteScores) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if failed:

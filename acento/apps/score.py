@@ -42,7 +42,7 @@ from acento.errors import StageError
 from acento.evaluation.metrics import classification_metrics
 from acento.evaluation.outputs import write_predictions
 from acento.files import write_json
-from acento.model.accent_model import AccentModel, ModelFileError
+from acento.model.accent_model import AccentModel, ModelFileError, speaker_hash
 from acento.runtime import resolve_count, select_device
 
 
@@ -155,6 +155,9 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
         raise StageError(f"{locale_dir}: none of {len(rows)} clips could be decoded ({dict(failed)})")
     rows = rows.iloc[kept]
     probs_arr = np.stack(probs)
+    if not np.isfinite(probs_arr).all():
+        raise StageError(f"{model.path}: its scores are not finite numbers (NaN or infinity): the file is damaged "
+                         "or its training diverged; retrain it (dvc repro train)")
     index = {t: i for i, t in enumerate(targets)}
     labels = rows["label"].map(index).to_numpy()
     metrics, absent = classification_metrics(labels, probs_arr, rows["speaker"].to_numpy(), targets)
@@ -163,6 +166,7 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
               "averaged metric and reported with support 0", file=sys.stderr)
     confusion = np.zeros((len(targets), len(targets)), dtype=int)
     np.add.at(confusion, (labels, probs_arr.argmax(1)), 1)
+    metrics["heard_speakers"] = heard_speakers(model, rows["speaker"].to_numpy(), labels, probs_arr, targets)
     metrics.update({"model": model.cell, "model_sha256": model.sha256, "release": str(locale_dir),
                     "classes": targets, "merge": {c: t for c, t in merge.items() if c != t},
                     "confusion": {"actual_by_predicted": confusion.tolist()},
@@ -170,6 +174,24 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
     predictions = {"clips": rows["clip"].tolist(), "speakers": rows["speaker"].tolist(),
                    "labels": rows["label"].tolist(), "probs": probs_arr}
     return metrics, predictions
+
+
+def heard_speakers(model: AccentModel, speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                   targets: list[str]) -> dict | None:
+    """How many of the scored speakers the model learned from (its file lists its training and dev
+    speakers, hashed: `AccentModel.speaker_hashes`), and the metrics of the other speakers' clips alone
+    (`unseen`, None if there are none): a model scored on its own training speakers looks far better than
+    it is on new ones.  None for a model file that lists no speakers (written before they were stored)."""
+    if not model.speaker_hashes:
+        return None
+    names = np.unique(speakers)
+    heard_names = {s for s in names if speaker_hash(str(s)) in model.speaker_hashes}
+    heard = np.isin(speakers, list(heard_names))
+    unseen = None
+    if (~heard).any():
+        unseen, _ = classification_metrics(labels[~heard], probs[~heard], speakers[~heard], targets)
+    return {"speakers": len(heard_names), "of_speakers": len(names), "clips": int(heard.sum()),
+            "of_clips": len(speakers), "unseen": unseen}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +233,20 @@ def main(argv: list[str] | None = None) -> int:
         write_predictions(args.predictions, predictions["clips"], predictions["speakers"], predictions["labels"],
                           predictions["probs"], targets)
     failed = sum(metrics["failed"].values())
+    heard = metrics["heard_speakers"]
+    if heard is None:
+        print(f"warning: {args.model_file} does not list the speakers it was trained on (written before acento "
+              "stored them): if this release holds them, these scores are higher than on new speakers",
+              file=sys.stderr)
+    elif heard["speakers"]:
+        unseen = heard["unseen"]
+        print(f"warning: {heard['speakers']} of the {heard['of_speakers']} speakers ({heard['clips']} of "
+              f"{heard['clips'] + (unseen['clips'] if unseen else 0)} clips) trained this model or chose its epoch: "
+              "the scores below include them; "
+              + (f"on the {unseen['speakers']} other speakers alone: balanced accuracy "
+                 f"{unseen['balanced_accuracy']:.3f}, speaker accuracy {unseen['speaker_accuracy']:.3f} "
+                 "(heard_speakers.unseen in the metrics)" if unseen else "no scored speaker is new to it"),
+              file=sys.stderr)
     print(f"{model.cell} on {metrics['clips']} clips of {metrics['speakers']} speakers ({', '.join(targets)}): "
           f"balanced accuracy {metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, speaker "
           f"accuracy {metrics['speaker_accuracy']:.3f}" + (f"; {failed} clip(s) not decodable" if failed else "")

@@ -11,7 +11,13 @@ the microphone; `/docs` is the API as FastAPI describes it.
 
 Uploads are decoded from memory; a client's file name is only echoed back, never used as a path.
 Inference runs on worker threads, at most `--concurrency` requests at a time and `--queue` more
-waiting (past that: 503), so the event loop, and /health, answer while a long request runs.
+waiting (past that: 503), so the event loop, and /health, answer while a long request runs.  Uploads
+on their way may hold together what those may (bytes received, not sockets, are counted): a client
+that opens connections and sends half a request holds only what it sent, and locks no one out; its
+headers must arrive within HEAD_SECONDS (16 KiB at most) or the connection is closed, and its body
+within `--body-seconds` (else 408).
+A model whose scores are not finite numbers (NaN) is refused at start; if it gives one later, that
+request and /health answer 503 saying so, never 500 and never NaN.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from acento.apps.options import add_model_file_option, deployed_model
+from acento.apps.options import add_model_file_option, deployed_model, non_finite_scores
 from acento.audio.decode import AudioError
 from acento.errors import StageError
 from acento.model.accent_model import AccentModel, ModelFileError
@@ -49,38 +55,13 @@ PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_NAME = 255  # characters of a client's file name echoed back
 
 
-class BodyLimit:
-    """ASGI middleware: a request whose body exceeds `limit` bytes gets 413 before it is parsed, whether
-    it declares its length (refused unread) or streams it (refused once the count passes the limit)."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
-        self.detail = f"request body over the {limit / MIB:g} MB limit (acento-serve --max-upload-mb)"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse({"detail": self.detail}, 413)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # raised inside the form parser; FastAPI turns it into the response
-                raise HTTPException(413, self.detail)
-            return message
-
-        await self.app(scope, counted, send)
+HEAD_SECONDS = 10.0  # a request's line and headers must arrive within this of the connection's start or last answer
 
 
 class Turns:
     """At most `running` requests classify at once and at most `waiting` more wait for a turn; beyond
-    that a request gets 503 at once, so a burst cannot pile up without bound.  Event-loop only."""
+    that a request gets 503 at once, so a burst cannot pile up without bound.  Counted once a request's
+    body is in; what bodies on their way may hold is `RequestLimits`' budget.  Event-loop only."""
 
     def __init__(self, running: int, waiting: int):
         self.running, self.waiting, self.inside = running, waiting, 0
@@ -97,6 +78,118 @@ class Turns:
                 yield
         finally:
             self.inside -= 1
+
+
+class RequestLimits:
+    """ASGI middleware for the requests that carry a body (every method but GET and HEAD; GET and HEAD,
+    /health and the pages, pass untouched).  A body over `max_bytes` gets 413, whether it declares its
+    length (refused unread) or streams it (refused once the count passes); one not received whole within
+    `body_seconds` of its headers gets 408; and the bytes that all requests in progress hold together
+    may not pass `budget` (503 beyond).  What is counted is bytes received, not connections or declared
+    lengths: clients that send half a request hold what they sent, so they cannot lock others out."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_seconds: float, budget: int):
+        self.app, self.max_bytes, self.body_seconds, self.budget, self.held = app, max_bytes, body_seconds, budget, 0
+        self.too_large = f"request body over the {max_bytes / MIB:g} MB limit (acento-serve --max-upload-mb)"
+        self.too_slow = f"request body not received within {body_seconds:g} s (acento-serve --body-seconds)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": self.too_large}, 413)(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline, seen, whole = loop.time() + self.body_seconds, 0, False
+
+        async def limited() -> Message:  # raised inside the form parser; FastAPI turns it into the response
+            nonlocal seen, whole
+            if whole:  # the body is in: later calls only wait for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise HTTPException(408, self.too_slow) from None
+            size = len(message.get("body", b""))
+            seen, self.held, whole = seen + size, self.held + size, not message.get("more_body", False)
+            if seen > self.max_bytes:
+                raise HTTPException(413, self.too_large)
+            if self.held > self.budget:
+                raise HTTPException(503, f"busy: {self.held / MIB:.0f} MB of uploads in progress; try again "
+                                         "shortly", headers={"Retry-After": "1"})
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        finally:
+            self.held -= seen
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD on a GET route (/, /health, /docs, /openapi.json) answers as GET does, status
+    and headers, without the body (FastAPI's routes answer only the methods they declare)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+def http_protocol(head_seconds: float = HEAD_SECONDS) -> type:
+    """uvicorn's h11 protocol with a deadline for each request's line and headers: a connection that has
+    not sent them whole within `head_seconds` of opening, or of its last answer, is closed (as is one still
+    sending a body nobody reads, once its answer has gone).  uvicorn has none: its keep-alive timer stops at
+    the first byte, so a client sending half its headers held a connection for ever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadDeadline(H11Protocol):
+        timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+            super().connection_made(transport)
+            self.arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self.arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.timer:
+                self.timer.cancel()
+            super().connection_lost(exc)
+
+        def arm(self) -> None:
+            if self.timer:
+                self.timer.cancel()
+            self.timer = self.loop.call_later(head_seconds, self.expire)
+
+        def expire(self) -> None:
+            answered = self.cycle is None or self.cycle.response_complete  # else the app reads the body, in time
+            if answered and self.conn.their_state is not h11.DONE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadDeadline
+
+
+def server_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, head_seconds: float = HEAD_SECONDS) -> Any:
+    """The uvicorn.Config `acento-serve` runs `app` with: the head deadline (`http_protocol`), h11's bound
+    of 16 KiB on a request's line and headers (a longer one gets 400), and no limit on connections: the
+    app counts what requests hold, where uvicorn's `limit_concurrency` counted sockets, half-sent ones too."""
+    import uvicorn  # only the command line needs the server
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_protocol(head_seconds),
+                          timeout_graceful_shutdown=5)
 
 
 def validation_detail(errors: list[dict]) -> str:
@@ -121,19 +214,29 @@ def log_mel_picture(feats: np.ndarray, hop_seconds: float) -> dict:
             "min": round(low, 3), "max": round(high, 3), "data": base64.b64encode(scaled.tobytes()).decode()}
 
 
+class UnhealthyModel(Exception):
+    """The model gave scores that are not finite numbers: the service answers 503 from then on."""
+
+
 class Classifier:
     """The model, loaded once, and the work of one request: decode, features, network.  Runs on a
-    worker thread (numpy, libsndfile, soxr and torch release the GIL while they compute)."""
+    worker thread (numpy, libsndfile, soxr and torch release the GIL while they compute).
+
+    ModelFileError at start if the model is not usable or scores 2 s of noise with a NaN or an infinity;
+    `problem` says why once it has given such scores for a request ("" while it has not)."""
 
     def __init__(self, model_file: Path, device: torch.device, max_seconds: float):
         self.model = AccentModel.load(model_file, device)
-        self.max_seconds = max_seconds
+        self.model_file, self.max_seconds, self.problem = model_file, max_seconds, ""
         self.extractor = self.model.log_mel
         cfg = self.model.features
         self.hop_seconds = cfg.hop_length / cfg.sample_rate
         self.health = {"status": "ok", **self.model.describe(),
                        "model_file": {"name": model_file.name, "bytes": model_file.stat().st_size,
                                       "sha256": self.model.sha256}}
+        noise = 0.1 * np.random.default_rng(0).standard_normal(2 * cfg.sample_rate).astype(np.float32)
+        if not np.isfinite(self.model.predict_log_mels([self.extractor(noise)])).all():
+            raise ModelFileError(non_finite_scores(model_file, "2 s of noise"))
 
     def features(self, name: str, data: bytes) -> tuple[np.ndarray, dict]:
         """One upload's log-mels and what the response says about its audio; AudioError if unusable."""
@@ -155,6 +258,9 @@ class Classifier:
         if errors:
             return [], errors
         probs = self.model.predict_log_mels([feats for _, feats, _ in done])
+        if not np.isfinite(probs).all():
+            self.problem = non_finite_scores(self.model_file, f"{len(done)} upload(s) ({done[0][0]}, ...)")
+            raise UnhealthyModel(self.problem)
         return [{"file": name, **self.model.prediction(p).as_dict(), **about,
                  **({"log_mel": log_mel_picture(feats, self.hop_seconds)} if spectrogram else {})}
                 for (name, feats, about), p in zip(done, probs)], []
@@ -188,20 +294,26 @@ def api_page(schema: dict) -> str:
 
 
 def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 20.0, max_seconds: float = 60.0,
-               concurrency: int = 0, queue: int = 16, device: torch.device | str = "cpu") -> FastAPI:
+               concurrency: int = 0, queue: int = 16, body_seconds: float = 60.0,
+               device: torch.device | str = "cpu") -> FastAPI:
     """The service for one model file (default: `deployed_model()`, as `acento-serve`'s; ModelFileError if it is
-    not a usable one).  The defaults are the command's.  concurrency: requests classified at once (0 = one per
-    core); queue: requests that may wait for a turn.  `/docs` is the API's reference as a page of its own
-    (FastAPI's Swagger page loads its scripts from a CDN, blank offline); `/openapi.json` the schema."""
+    not a usable one, or scores noise with NaN).  The defaults are the command's.  concurrency: requests
+    classified at once (0 = one per core); queue: requests that may wait for a turn; body_seconds: time a
+    request's body has to arrive whole, from its headers (else 408).  `/docs` is the API's reference as a page of
+    its own (FastAPI's Swagger page loads its scripts from a CDN, blank offline); `/openapi.json` the schema."""
     classifier = Classifier(Path(model_file or deployed_model()), torch.device(device), max_seconds)
     turns = Turns(concurrency or available_cores(), queue)
     page = PAGE.read_text(encoding="utf-8")
     app = FastAPI(title="acento", summary="Spanish accent identification: classify recordings with a "
                   f"trained {classifier.model.cell.upper()} model", version="1",
                   docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, limit=int(max_upload_mb * MIB))
+    # uploads on their way may hold together what the requests classified or waiting may
+    app.add_middleware(RequestLimits, max_bytes=int(max_upload_mb * MIB), body_seconds=body_seconds,
+                       budget=int((turns.running + queue) * max_upload_mb * MIB))
+    app.add_middleware(HeadAsGet)
     health = {**classifier.health, "limits": {"max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
-                                              "concurrency": turns.running, "queue": queue}}
+                                              "concurrency": turns.running, "queue": queue,
+                                              "body_seconds": body_seconds}}
 
     @app.exception_handler(RequestValidationError)
     async def request_not_understood(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -217,14 +329,19 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
     async def api_reference() -> str:
         return api_page(app.openapi())
 
-    @app.get("/health", summary="The model that answers, its feature parameters and the service's limits")
-    async def get_health() -> dict[str, Any]:
-        return health
+    @app.get("/health", summary="The model that answers, its feature parameters and the service's limits",
+             responses={503: {"description": "the model gives scores that are not finite numbers; `detail` says so"}})
+    async def get_health() -> JSONResponse:
+        if classifier.problem:
+            return JSONResponse({**health, "status": "unhealthy", "detail": classifier.problem}, 503)
+        return JSONResponse(health)
 
     @app.post("/predict", summary="Classify one or more recordings (MP3, WAV, FLAC, OGG/Opus)",
               responses={413: {"description": "request body over the size limit"},
                          422: {"description": "an upload is empty or not readable audio; `errors` names it"},
-                         503: {"description": "too many requests running or waiting"}})
+                         408: {"description": "the body did not arrive within the time limit"},
+                         503: {"description": "too many requests running or waiting, or the model gives scores "
+                                              "that are not finite numbers (`detail` says which)"}})
     async def predict(files: list[UploadFile] = File(..., description="audio files, any rate and channels"),
                       spectrogram: bool = False) -> JSONResponse:
         """Each file gets `label` and `probs` (as `acento-predict --json`), `seconds` (its length),
@@ -232,8 +349,13 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
         `cropped`; with `spectrogram=true`, also `log_mel` (the features, as 8-bit base64 for drawing).
         If any file cannot be used, nothing is classified and the answer is 422 with `errors`."""
         uploads = [((f.filename or f"upload {i + 1}")[:MAX_NAME], await f.read()) for i, f in enumerate(files)]
-        async with turns.turn():
-            results, errors = await run_in_threadpool(classifier, uploads, spectrogram)
+        if classifier.problem:
+            return JSONResponse({"detail": classifier.problem}, 503)
+        try:
+            async with turns.turn():
+                results, errors = await run_in_threadpool(classifier, uploads, spectrogram)
+        except UnhealthyModel as exc:
+            return JSONResponse({"detail": str(exc)}, 503)
         if errors:
             detail = f"{len(errors)} of {len(uploads)} upload(s) could not be classified: " + \
                 "; ".join(e["error"] for e in errors)
@@ -257,13 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=0,
                         help="requests classified at once; 0 = one per core (default)")
     parser.add_argument("--queue", type=int, default=16, help="requests that may wait for a turn (default: 16)")
+    parser.add_argument("--body-seconds", type=float, default=60.0,
+                        help="a request's body must arrive whole within this (default: 60); else 408")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
     args = parser.parse_args(argv)
-    if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.concurrency < 0 or args.queue < 0:
-        parser.error("--max-upload-mb and --max-seconds must be > 0, --concurrency and --queue >= 0")
+    if min(args.max_upload_mb, args.max_seconds, args.body_seconds) <= 0 or args.concurrency < 0 or args.queue < 0:
+        parser.error("--max-upload-mb, --max-seconds and --body-seconds must be > 0, --concurrency and --queue >= 0")
     try:
         app = create_app(args.model_file, max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
-                         concurrency=args.concurrency, queue=args.queue,
+                         concurrency=args.concurrency, queue=args.queue, body_seconds=args.body_seconds,
                          device=select_device(args.device, "--device"))
     except (ModelFileError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -277,9 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the service "
               "(there is no authentication)", file=sys.stderr)
     print(f"acento-serve: {args.model_file} on http://{args.host}:{args.port}/ (API: /docs)", flush=True)
-    # Connections beyond the turns and the queue get 503 from uvicorn, before their bodies are read.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                limit_concurrency=running + args.queue + 8, timeout_graceful_shutdown=5)
+    uvicorn.Server(server_config(app, args.host, args.port)).run()
     return 0
 
 

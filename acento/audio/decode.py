@@ -1,8 +1,14 @@
-"""Decoding any audio file to a mono float32 waveform at one sample rate, bounded in seconds.
+"""Decoding any audio file to a mono float32 waveform at one sample rate, bounded in samples.
 
 libsndfile reads the formats (MP3 included); damaged or truncated MPEG streams are framed first
 (`acento.audio.mpeg`); soxr resamples.  Every failure is an `AudioError` whose `reason` is the key it is
 counted under in the metrics (FAILURE_REASONS).  The feature cache, the model and every app decode here.
+
+Memory is bounded by what is kept, not by what a header claims: a header beyond MAX_CHANNELS channels or
+outside MIN_RATE..MAX_RATE Hz is refused before anything is read, and the audio is read in blocks of
+BLOCK_SAMPLES samples, each mixed down to mono and resampled as it arrives.  Decoding `max_seconds` holds
+about 2 x max_seconds x sample_rate x 4 bytes (the output, while it is joined) plus one block (1 MiB):
+under 10 MiB for the 60 s at 16 kHz that every app decodes, for any rate or channel count.
 """
 
 from __future__ import annotations
@@ -29,6 +35,22 @@ MAX_SAMPLE = 1e6
 # Decoding reads at most this much of a recording (silence trimming looks no further); the rest is
 # never decoded, so a long file costs no more memory than a short one.  Training clips are far shorter.
 DECODE_SECONDS = 60.0
+
+
+# Headers beyond these are refused (`unsupported_format`): studio recorders stop at 384 kHz, speech needs
+# 16 kHz, and 64 channels is 7th-order ambisonics; a small file can claim far more (a silent FLAC or Ogg
+# compresses to almost nothing), and resampling from an absurd rate would cost without end.
+MIN_RATE, MAX_RATE = 1000, 384_000  # Hz
+MAX_CHANNELS = 64
+
+
+BLOCK_SAMPLES = 1 << 18  # samples (of all channels together) read at a time: 1 MiB of float32
+
+
+UNKNOWN_FRAMES = 2 ** 63 - 1  # libsndfile's frame count of a stream whose header does not give it (SF_COUNT_MAX)
+
+
+MAX_PIPE_BYTES = 256 * 2 ** 20  # read from a pipe (`acento-predict <(...)`) at most; a file is memory-mapped
 
 
 FAILURE_REASONS = ("missing_file", "unsupported_format", "unreadable_audio", "empty_audio", "too_short",
@@ -98,25 +120,62 @@ class _Stream:
         return len(data)
 
 
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def not_a_file(path: str | Path, name: str, allow_pipe: bool = False) -> AudioError | None:
+    """Why `path` is no file to decode, as the AudioError to report, or None for a regular file (or a link
+    to one; a FIFO too with `allow_pipe`).  Only looked at, never opened, so a FIFO cannot block: missing or
+    a link to nothing (`missing_file`), a loop of links or no permission (`unreadable_audio`), a folder,
+    a device, a socket or a FIFO (`unsupported_format`)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            return AudioError("missing_file", f"{name}: a link to {os.readlink(path)}, which does not exist")
+        return AudioError("missing_file", f"{name}: no such file")
+    except OSError as exc:  # ELOOP: a loop of links; EACCES; ENAMETOOLONG
+        return AudioError("unreadable_audio", f"{name}: cannot be opened ({exc.strerror})")
+    if stat.S_ISREG(mode) or (allow_pipe and stat.S_ISFIFO(mode)):
+        return None
+    if stat.S_ISDIR(mode) and os.path.islink(path):
+        return AudioError("unsupported_format", f"{name}: a link to a folder, not followed; give the folder itself")
+    return AudioError("unsupported_format", f"{name}: {_kind(mode)}, not an audio file; not read")
+
+
 @contextlib.contextmanager
 def _source_bytes(source: str | Path | bytes | BinaryIO, name: str) -> Iterator[Any]:
-    """The bytes of `source`: as given, read from a file object, or a file memory-mapped (not read)."""
+    """The bytes of `source`: as given, read from a file object or a pipe (at most MAX_PIPE_BYTES), or a
+    file memory-mapped (not read).  A path that is a folder, device or socket is refused unopened; a FIFO
+    is opened as `cat` opens it (waiting for its writer: `<(...)` in a shell)."""
     if isinstance(source, (bytes, bytearray)):
         yield source
         return
     if hasattr(source, "read"):
         yield source.read()  # type: ignore[union-attr]
         return
+    problem = not_a_file(source, name, allow_pipe=True)
+    if problem:
+        raise problem
     try:
         fh = open(source, "rb")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except FileNotFoundError:
         raise AudioError("missing_file", f"{name}: no such file") from None
     except OSError as exc:
         raise AudioError("unreadable_audio", f"{name}: cannot be opened ({exc.strerror})") from None
     with fh:
         info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            yield fh.read()  # a pipe, or nothing (mmap refuses an empty file)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:  # a pipe, or nothing (mmap refuses an empty file)
+            data = fh.read(MAX_PIPE_BYTES + 1)
+            if len(data) > MAX_PIPE_BYTES:
+                raise AudioError("unreadable_audio", f"{name}: more than {MAX_PIPE_BYTES >> 20} MiB from a pipe; "
+                                                     "save it to a file and give that")
+            yield data
             return
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         try:
@@ -170,47 +229,105 @@ def _libsndfile_error(exc: Exception, name: str) -> AudioError:
     return AudioError("unreadable_audio", f"{name}: not readable as audio ({why})")
 
 
-def audio_seconds(source: str | Path | bytes | BinaryIO, name: str | None = None) -> float:
-    """The true duration in seconds of a recording (from its frame count: MPEG frames counted one by
-    one when there is no Xing/Info header), without decoding it; AudioError if it is not usable."""
-    name = str(source) if name is None else name
-    with _source_bytes(source, name) as data:
+class _Sequential(sf.SoundFile):
+    """A SoundFile read front to back only.  soundfile seeks after every read to keep its own count of
+    the position; libsndfile cannot seek in a FLAC stream whose header does not give its length (as an
+    encoder writing to a pipe leaves it), though it reads it to the end."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _open(stream: _Stream, name: str) -> Iterator[_Sequential]:
+    """The opened stream; AudioError for what libsndfile cannot open and for a rate or channel count
+    beyond MIN_RATE..MAX_RATE Hz and MAX_CHANNELS (refused before anything is decoded)."""
+    try:
+        f = _Sequential(stream)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise _libsndfile_error(exc, name) from None
+    with f:
+        if not MIN_RATE <= f.samplerate <= MAX_RATE or not 1 <= f.channels <= MAX_CHANNELS:
+            raise AudioError("unsupported_format",
+                             f"{name}: {f.channels} channel(s) at {f.samplerate} Hz, beyond what acento reads "
+                             f"({MIN_RATE}-{MAX_RATE} Hz, at most {MAX_CHANNELS} channels); a damaged header, or "
+                             "convert it, e.g. `ffmpeg -i in.wav -ac 1 -ar 48000 out.flac`")
         try:
-            with sf.SoundFile(audio_stream(data, name)) as f:
-                return f.frames / f.samplerate
+            yield f
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise _libsndfile_error(exc, name) from None
+
+
+def _blocks(f: sf.SoundFile, frames: int | None) -> Iterator[np.ndarray]:
+    """float32 [n, channels] blocks of at most BLOCK_SAMPLES samples, from the start up to `frames`
+    frames or the end of the stream (None: the end, whatever the header says)."""
+    step = max(1, BLOCK_SAMPLES // f.channels)
+    while frames is None or frames > 0:
+        wanted = step if frames is None else min(step, frames)
+        block = f.read(wanted, dtype="float32", always_2d=True)
+        if len(block):
+            yield block
+        if len(block) < wanted:  # the end of the stream
+            return
+        if frames is not None:
+            frames -= wanted
+
+
+def _known_frames(f: sf.SoundFile) -> int | None:
+    return None if f.frames >= UNKNOWN_FRAMES else f.frames
+
+
+def audio_seconds(source: str | Path | bytes | BinaryIO, name: str | None = None) -> float:
+    """The true duration in seconds of a recording (from its frame count: MPEG frames counted one by
+    one when there is no Xing/Info header), without decoding it, except a stream whose header does not
+    give its length (a FLAC written to a pipe): that one is decoded, a block at a time, and its samples
+    counted.  AudioError if it is not usable."""
+    name = str(source) if name is None else name
+    with _source_bytes(source, name) as data, _open(audio_stream(data, name), name) as f:
+        frames = _known_frames(f)
+        if frames is None:
+            frames = sum(len(block) for block in _blocks(f, None))
+        return frames / f.samplerate
 
 
 def decode(source: str | Path | bytes | BinaryIO, sample_rate: int, name: str,
            max_seconds: float | None = None) -> Decoded:
-    """Mono float32 at `sample_rate`, whatever the format, rate or channel count of `source` (a path,
+    """Mono float32 at `sample_rate` Hz, whatever the format, rate or channel count of `source` (a path,
     bytes, or a binary file object such as an upload held in memory): the same bytes decode the same
     way, whatever the file is called.  `name` is only used in messages.  With `max_seconds`, no more
-    than that much is decoded (libsndfile reads blocks: memory does not grow with the file's length);
-    `seconds` is still the whole recording's true length."""
-    with _source_bytes(source, name) as data:
-        stream = audio_stream(data, name)
-        try:
-            with sf.SoundFile(stream) as f:
-                rate, total = f.samplerate, f.frames
-                limit = -1 if max_seconds is None else int(max_seconds * rate)
-                wanted = limit if 0 <= limit < total else total
-                audio = f.read(wanted, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise _libsndfile_error(exc, name) from None
-    if len(audio) < wanted:  # the stream ended before its stated length: what was read is its length
-        total = len(audio)
-    if audio.size == 0:
+    than that much is decoded, and `seconds` is still the whole recording's true length (for a stream
+    whose header does not give its length, as a FLAC written to a pipe, only what was decoded: at least
+    `max_seconds` when `cropped`).
+
+    Memory: the source's blocks (BLOCK_SAMPLES samples of all channels, 1 MiB) are mixed down
+    and resampled as they are read, so the peak is about twice the output (max_seconds x sample_rate x 4
+    bytes) plus one block, whatever the source's rate, channels or length.
+    AudioError: missing or not a file, unsupported or damaged format, a rate or channel count beyond
+    MIN_RATE..MAX_RATE Hz and MAX_CHANNELS, no samples, or samples not finite or beyond +-MAX_SAMPLE."""
+    with _source_bytes(source, name) as data, _open(audio_stream(data, name), name) as f:
+        rate, channels, total = f.samplerate, f.channels, _known_frames(f)
+        limit = None if max_seconds is None else int(max_seconds * rate)
+        wanted = limit if total is None else total if limit is None else min(limit, total)
+        resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") \
+            if rate != sample_rate else None
+        parts, read = [], 0
+        for block in _blocks(f, wanted):
+            peak = max(float(block.max()), -float(block.min()))  # NaN if any is NaN; no copy of the block
+            if not peak <= MAX_SAMPLE:  # a float file can hold NaN, infinity or anything; they would poison a batch
+                raise AudioError("unreadable_audio", f"{name}: samples that are not finite or far beyond +-1 "
+                                                     f"(peak {peak:g}, more than {MAX_SAMPLE:g})")
+            mono = block.mean(axis=1) if channels > 1 else block[:, 0]
+            parts.append(resampler.resample_chunk(mono) if resampler else mono)
+            read += len(block)
+        more = total is None and read == wanted and len(f.read(1, dtype="float32")) > 0
+    if read == 0:
         raise AudioError("empty_audio", f"{name}: no audio samples")
-    peak = float(np.abs(audio).max())
-    if not peak <= MAX_SAMPLE:  # a float file can hold NaN, infinity or anything; they would poison a batch
-        raise AudioError("unreadable_audio", f"{name}: samples that are not finite or far beyond +-1 "
-                                             f"(peak {peak:g}, more than {MAX_SAMPLE:g})")
-    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return Decoded(np.ascontiguousarray(mono, dtype=np.float32), total / rate, len(audio) < total)
+    if resampler:
+        parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    if total is None or read < wanted:  # no stated length, or the stream ended before it: what was read is its length
+        total = read
+    audio = np.concatenate(parts) if len(parts) > 1 else np.ascontiguousarray(parts[0], dtype=np.float32)
+    return Decoded(audio, total / rate, read < total or more)
 
 
 def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = DECODE_SECONDS) -> np.ndarray:

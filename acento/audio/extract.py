@@ -17,12 +17,14 @@ from acento.audio.decode import AudioError
 from acento.audio.logmel import Analysis, LogMel
 from acento.config import FeaturesConfig
 from acento.errors import StageError
+from acento.runtime import die_with_parent
 
 _extractor: LogMel | None = None
 
 
 def _init_worker(cfg: FeaturesConfig) -> None:
     global _extractor
+    die_with_parent()  # a killed features, predict or score must not leave its decoders running
     _extractor = LogMel(cfg)
     # Parallelism comes from the processes. A multi-threaded BLAS on these small matrix products
     # only adds synchronisation: measured 5x slower per clip with 2 threads on 2 busy cores.

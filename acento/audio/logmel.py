@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from acento.audio.decode import DECODE_SECONDS, AudioError, decode
+from acento.audio.melscale import mel_filterbank
 from acento.config import FeaturesConfig
 
 LOG_FLOOR = 1e-10
@@ -29,43 +30,6 @@ SILENCE_DBFS = -60.0
 
 
 # --------------------------------------------------------------------------- log-mel, as librosa computes it
-# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
-_MEL_HZ_STEP = 200.0 / 3
-
-
-_MEL_LOG_HZ = 1000.0
-
-
-_MEL_LOG_START = _MEL_LOG_HZ / _MEL_HZ_STEP
-
-
-_MEL_LOG_STEP = np.log(6.4) / 27.0
-
-
-def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    log_part = _MEL_LOG_START + np.log(np.maximum(hz, _MEL_LOG_HZ) / _MEL_LOG_HZ) / _MEL_LOG_STEP
-    return np.where(hz >= _MEL_LOG_HZ, log_part, hz / _MEL_HZ_STEP)
-
-
-def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    log_part = _MEL_LOG_HZ * np.exp(_MEL_LOG_STEP * (np.maximum(mel, _MEL_LOG_START) - _MEL_LOG_START))
-    return np.where(mel >= _MEL_LOG_START, log_part, mel * _MEL_HZ_STEP)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """[n_mels, n_fft // 2 + 1] float32: triangles on the Slaney mel scale, each scaled to unit area
-    (norm="slaney"), as `librosa.filters.mel` builds them by default."""
-    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # Hz, band i spans i..i+2
-    width = np.diff(edges)
-    ramps = edges[:, None] - bin_hz[None, :]
-    rising, falling = -ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return weights.astype(np.float32)
-
-
 def hann_window(win_length: int, n_fft: int) -> np.ndarray:
     """[n_fft] float64: a periodic Hann window of `win_length` samples, centred in zeros (librosa's
     `get_window("hann", fftbins=True)` padded to n_fft)."""

@@ -1,9 +1,11 @@
 """From a release's TSVs to the clip manifest: labelled, filtered, every drop counted by reason.
 
-`labelled_clips` reads the TSV records (`acento.corpus.records`), maps accents to classes and drops
-what cannot be used; `prepare` then caps clips per speaker and per class and assigns every speaker to
-one test fold (`acento.corpus.splits`).  The `prepare` stage (pipeline/prepare.py) writes the result;
-`acento-score` reads any other labelled release with `labelled_clips`, as the stage does.
+`labelled_clips` reads the TSV records (`acento.corpus.records`), maps accents to classes (compared in
+their canonical form, `acento.config.canonical_accent`, naming every configured accent that matches no
+row), keeps one class per speaker and drops what cannot be used; `prepare` then caps clips per speaker and
+per class and assigns every speaker to one test fold (`acento.corpus.splits`).  The `prepare` stage
+(pipeline/prepare.py) writes the result; `acento-score` reads any other labelled release with
+`labelled_clips`, as the stage does.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from acento.audio.decode import AudioError, audio_seconds
-from acento.config import DataConfig
+from acento.config import DataConfig, canonical_accent
 from acento.corpus.manifest import COLUMNS, SPLITS
 from acento.corpus.records import (
     SPANISH_PRESETS,
@@ -35,7 +37,7 @@ from acento.errors import StageError
 
 DROP_REASONS = ("malformed_row", "duplicate_clip", "down_voted", "no_accent", "unmapped_accent",
                 "ambiguous_accent", "missing_file", "unknown_duration", "too_short", "too_long",
-                "speaker_cap", "class_cap", "too_few_speakers")
+                "speaker_other_accent", "speaker_cap", "class_cap", "too_few_speakers")
 
 
 def accent_class(accents: list[str], accent_to_class: dict[str, str]) -> tuple[str | None, str | None]:
@@ -70,11 +72,35 @@ def drop_down_voted(rows: pd.DataFrame, max_down_votes: int, dropped: Counter[st
     return rows[down <= max_down_votes]
 
 
+def parse_accents(fields: pd.Series, classes: dict[str, list[str]]) -> list[list[str]]:
+    """Each `accents` field as its canonical accents (`split_accents`; presets and the classes' accents
+    with commas matched whole), parsed once per distinct field."""
+    known = set(SPANISH_PRESETS) | {a for accents in classes.values() for a in accents}
+    parsed = {field: split_accents(field, known) for field in fields.unique()}
+    return [parsed[field] for field in fields]
+
+
+def warn_unmatched(classes: dict[str, list[str]], fields: pd.Series, tsvs: list[str]) -> None:
+    """One warning line for each class of `classes` whose accents match no row of `fields` (the TSVs'
+    `accents`), and for each other accent of a class that matches none: a misspelt accent string would
+    otherwise leave its clips out, or its class out of the model, without a word."""
+    present = {a for accents in parse_accents(pd.Series(fields.unique()), classes) for a in accents}
+    where = f"no row of {', '.join(tsvs)}"
+    for cls, accents in classes.items():
+        missing = [a for a in accents if canonical_accent(a) not in present]
+        if len(missing) == len(accents):
+            print(f"warning: class {cls!r} matches {where}: none of its accents ({', '.join(map(repr, accents))}) "
+                  f"is there; check data.classes.{cls} against the release's accents", file=sys.stderr)
+            continue
+        for accent in missing:
+            print(f"warning: accent {accent!r} of data.classes.{cls} matches {where}; check its spelling "
+                  "against the release's accents", file=sys.stderr)
+
+
 def label_rows(rows: pd.DataFrame, classes: dict[str, list[str]], dropped: Counter[str]) -> pd.DataFrame:
-    """Parses `accents` (presets with commas matched whole) and keeps rows that map to exactly one class."""
-    accent_to_class = {a: cls for cls, accents in classes.items() for a in accents}
-    known = set(SPANISH_PRESETS) | set(accent_to_class)
-    parsed = [split_accents(a, known) for a in rows["accents"]]
+    """Parses `accents` (`parse_accents`) and keeps rows that map to exactly one class."""
+    accent_to_class = {canonical_accent(a): cls for cls, accents in classes.items() for a in accents}
+    parsed = parse_accents(rows["accents"], classes)
     outcome = [accent_class(a, accent_to_class) for a in parsed]
     rows = rows.assign(accents=["|".join(a) for a in parsed], label=[c for c, _ in outcome])
     dropped.update(r for _, r in outcome if r)
@@ -109,6 +135,26 @@ def filter_durations(rows: pd.DataFrame, seconds: pd.Series, data: DataConfig, d
     dropped["too_short"] += int((seconds < data.min_seconds).sum())
     dropped["too_long"] += int((seconds > data.max_seconds).sum())
     return rows.assign(duration=seconds)[seconds.between(data.min_seconds, data.max_seconds)]
+
+
+def one_class_per_speaker(rows: pd.DataFrame, dropped: Counter[str]) -> pd.DataFrame:
+    """Keeps each speaker in one class: a speaker whose clips map to two or more classes keeps the clips of
+    the class most of them map to, and the others are dropped as `speaker_other_accent`; a speaker with a tie
+    for the most clips has no class, and every clip of it is dropped so.  Warns once with the counts.
+
+    Without this, such a speaker counted as a speaker of each class (so a class could pass
+    data.min_speakers with speakers of another one) and its voice sat on both sides of the class boundary."""
+    per_class = rows.groupby(["speaker", "label"]).size().reset_index(name="clips")
+    top = per_class[per_class["clips"] == per_class.groupby("speaker")["clips"].transform("max")]
+    majority = top.drop_duplicates("speaker", keep=False).set_index("speaker")["label"]  # ties: none
+    keep = rows["label"].eq(rows["speaker"].map(majority))
+    mixed = pd.Index(per_class.loc[per_class["speaker"].duplicated(), "speaker"].unique())
+    if len(mixed):
+        print(f"warning: {len(mixed)} speaker(s) have clips of two or more classes: each keeps its majority class "
+              f"({(~mixed.isin(majority.index)).sum()} tied, dropped whole); {int((~keep).sum())} clip(s) dropped "
+              "as speaker_other_accent", file=sys.stderr)
+    dropped["speaker_other_accent"] += int((~keep).sum())
+    return rows[keep]
 
 
 def drop_small_classes(rows: pd.DataFrame, min_speakers: int, dropped: Counter[str]) -> pd.DataFrame:
@@ -150,20 +196,23 @@ def part_names(rows: pd.DataFrame) -> pd.Series:
 
 def labelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Counter[str]]:
     """The clips of the release at `locale_dir` that map to one class of `data.classes` and pass the
-    row filters (down votes, present file, known duration within data.min/max_seconds), before any
-    cap or split; also what `score` classifies.
+    row filters (down votes, present file, known duration within data.min/max_seconds), each speaker in
+    one class (`one_class_per_speaker`), before any cap or split; also what `score` classifies.  Warns
+    (stderr) about each configured accent that matches no row (`warn_unmatched`).
 
     Returns rows with clip, audio_path, speaker, accents, label, duration (seconds), and the rows
     dropped by reason (every DROP_REASONS key, the later steps' at 0).
     """
     dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
     rows = read_rows(locale_dir, data.tsvs, dropped)
+    warn_unmatched(data.classes, rows["accents"], data.tsvs)
     rows = drop_down_voted(rows, data.max_down_votes, dropped)
     rows = label_rows(rows, data.classes, dropped)
     clips_dir = locale_dir / "clips"
     rows = drop_missing_files(rows, clips_dir, dropped)
     rows = filter_durations(rows, clip_seconds(locale_dir, rows["path"]), data, dropped)
     rows = rows.rename(columns={"path": "clip", "client_id": "speaker"})
+    rows = one_class_per_speaker(rows, dropped)
     return rows.assign(audio_path=[str(clips_dir / c) for c in rows["clip"]]), dropped
 
 
@@ -176,6 +225,11 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
     {part: {class: n}}, "dropped": {reason: n}}, a part being a split or a test fold (`split_metrics`).
     """
     rows, dropped = labelled_clips(data, locale_dir)
+    empty = [c for c in data.classes if c not in set(rows["label"])]
+    if empty:
+        raise StageError(f"{locale_dir}: no clip left for class(es) {', '.join(empty)} of data.classes (their accents "
+                         "match no row, see the warnings above, or the filters dropped every one: "
+                         f"{ {k: v for k, v in dropped.items() if v} }); correct their accents or remove the class(es)")
     rows, dropped["speaker_cap"] = cap_per_group(rows, "speaker", data.max_clips_per_speaker, data.seed)
     rows, dropped["class_cap"] = cap_per_group(rows, "label", data.max_clips_per_class, data.seed)
     rows = drop_small_classes(rows, data.min_speakers, dropped)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from acento.config import canonical_accent
 from acento.errors import StageError
 
 SPANISH_PRESETS = (
@@ -38,20 +39,24 @@ def split_accents(field: str, known: Iterable[str] = SPANISH_PRESETS) -> list[st
     """Splits an `accents` field into accents, matching known presets before splitting on commas.
 
     `|` (v21+) is unambiguous.  For `,` (up to v20) the longest known preset starting at each
-    comma boundary is taken whole; anything else runs to the next comma and is free text.
+    comma boundary is taken whole; anything else runs to the next comma and is free text.  The field and
+    the known presets are compared in their canonical form (`canonical_accent`: NFC, no format characters,
+    no surrounding spaces), and the accents are returned in it.
     """
-    field = field.strip()
+    field = canonical_accent(field)
     if not field:
         return []
     if "|" in field:
-        return [a.strip() for a in field.split("|") if a.strip()]
-    presets = sorted({k.strip() for k in known if k.strip()}, key=len, reverse=True)
+        return [a for a in map(canonical_accent, field.split("|")) if a]
+    presets = sorted({canonical_accent(k) for k in known} - {""}, key=len, reverse=True)
     accents, i = [], 0
     while i < len(field):
-        while i < len(field) and field[i] in ", ":
+        while i < len(field) and (field[i] == "," or field[i].isspace()):
             i += 1
         for preset in presets:
             end = i + len(preset)
+            while end < len(field) and field[end].isspace():  # spaces before the next comma
+                end += 1
             if field.startswith(preset, i) and (end == len(field) or field[end] == ","):
                 accents.append(preset)
                 i = end + 1
@@ -59,8 +64,8 @@ def split_accents(field: str, known: Iterable[str] = SPANISH_PRESETS) -> list[st
         else:
             end = field.find(",", i)
             end = len(field) if end < 0 else end
-            if field[i:end].strip():
-                accents.append(field[i:end].strip())
+            if canonical_accent(field[i:end]):
+                accents.append(canonical_accent(field[i:end]))
             i = end + 1
     return accents
 

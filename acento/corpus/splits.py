@@ -73,7 +73,8 @@ def assign_folds(frame: pd.DataFrame, data: DataConfig) -> tuple[np.ndarray, np.
     Both cuts use sklearn's StratifiedGroupKFold (groups = speakers, stratified by class, shuffled
     with data.seed): the outer one gives every speaker exactly one test fold; for each fold f, the
     dev split is carved from the other folds' speakers by the inner one, a share of
-    dev / (train + dev) of data.split.  No speaker is in two splits of any fold.  The split of any
+    dev / (train + dev) of data.split (StageError naming data.split.dev when that share is less than one
+    speaker).  No speaker is in two splits of any fold.  The split of any
     `data.fold` is then `manifest.split_of(...)`, at train time: no fold needs its own manifest or cache.
     """
     labels, speakers = frame["label"].to_numpy(), frame["speaker"].to_numpy()
@@ -89,6 +90,10 @@ def assign_folds(frame: pd.DataFrame, data: DataConfig) -> tuple[np.ndarray, np.
     dev_parts = max(2, round((data.split.train + data.split.dev) / data.split.dev))
     for f, (rest, test) in enumerate(outer.split(frame, labels, speakers)):
         fold[test] = f
+        if len(np.unique(speakers[rest])) < dev_parts:
+            raise StageError(f"data.split.dev = {data.split.dev:g} makes each fold's dev split 1/{dev_parts} of its "
+                             f"other speakers (dev / (train + dev)), but fold {f} leaves "
+                             f"{len(np.unique(speakers[rest]))} of them; raise data.split.dev")
         inner = StratifiedGroupKFold(n_splits=dev_parts, shuffle=True, random_state=data.seed)
         dev = rest[next(inner.split(rest, labels[rest], speakers[rest]))[1]]
         dev_folds[dev] |= np.int64(1) << np.int64(f)

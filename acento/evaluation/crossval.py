@@ -69,6 +69,14 @@ def speakers_left_out(speakers: np.ndarray, labels: np.ndarray, fraction: float,
     return dropped
 
 
+def _init_worker() -> None:
+    """A fold worker: SIGTERM ends it (not the caller's handler), and so does its parent's death."""
+    from acento.runtime import die_with_parent
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+
+
 def run_folds(jobs: list[dict], workers: int) -> Iterator[dict]:
     """`run_fold` of every job, `workers` at a time in worker processes; the results in the jobs' order.
 
@@ -77,9 +85,9 @@ def run_folds(jobs: list[dict], workers: int) -> Iterator[dict]:
     ProcessPoolExecutor` block instead waits for every queued job, which left a killed ablation training
     for hours and a `timeout` without effect.  Workers take SIGTERM's default action (ending), whatever
     handler the caller installed (ablate's turns it into SystemExit, which a worker would catch as a failed
-    job and go on to the next).
+    job and go on to the next), and end with the caller however it ends, SIGKILL included (`_init_worker`).
     """
-    pool = ProcessPoolExecutor(max(1, workers), initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
+    pool = ProcessPoolExecutor(max(1, workers), initializer=_init_worker)
     try:
         futures = [pool.submit(run_fold, job) for job in jobs]  # not map: it cancels them when stopped, below
         for future in futures:

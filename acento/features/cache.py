@@ -1,7 +1,8 @@
 """The HDF5 feature cache: its schema, its writer and its reader, in one place (as lhotse's features/io).
 
-Layout (one file, FORMAT_VERSION 2): every clip once, whatever the fold.
-  /clips/frames     [total_frames, n_mels] float16|float32, every clip's log-mels end to end
+Layout (one file, FORMAT_VERSION 3): every clip once, whatever the fold.
+  /clips/frames     [total_frames, n_mels] float16|float32, every clip's log-mels end to end, in chunks
+                    that each carry a Fletcher-32 checksum (HDF5's filter, checked on every read)
   /clips/offsets    [clips] int64   first row of each clip in `frames`
   /clips/lengths    [clips] int32   frames per clip (10 ms each at the default hop)
   /clips/labels     [clips] int16   index into the `classes` attribute
@@ -15,7 +16,13 @@ Layout (one file, FORMAT_VERSION 2): every clip once, whatever the fold.
   /stats/sum        [groups, n_mels] float64  per-mel sum of the group's log-mels
   /stats/sum_sq     [groups, n_mels] float64  per-mel sum of squares
   attrs: format ("acento-features"), version, classes (JSON list), features (JSON of FeaturesConfig),
-         folds (number of test folds; 0 for a cache of one split)
+         folds (number of test folds; 0 for a cache of one split), tables_sha256 (SHA-256 of every
+         /clips table but frames, of /stats and of classes and features: `tables_digest`)
+
+Damaged bytes are refused, never read as numbers (issue #34): a changed chunk of frames fails its
+checksum, a changed table or attribute its digest, and the tables must agree with each other (every
+clip's frames inside `frames`, labels among the classes, ...: `check_tables`); every clip's log-mels are
+finite when written and when read.  Each is one StageError line saying to rebuild the cache.
 
 A statistics group is one speaker's clips of one split (a speaker, when cross-validated): every
 training split (any fold, or a fold less some speakers) is made of whole groups, so its per-mel mean
@@ -33,25 +40,29 @@ change to one is seen beside the others.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from acento.config import FeaturesConfig, stored_features_config
+from acento.config import ConfigError, FeaturesConfig, stored_features_config
 from acento.corpus.manifest import SPLITS, split_of
 from acento.errors import StageError
 
 FORMAT = "acento-features"
 
 
-# 2: one /clips group for every fold, with per-group statistics (1: one group per split, one file per fold).
-FORMAT_VERSION = 2
+# 3: checksummed frames and tables (2: one /clips group for every fold, with per-group statistics;
+# 1: one group per split, one file per fold).
+FORMAT_VERSION = 3
 
 
 FLUSH_FRAMES = 1 << 16  # frames buffered before a write (8 MB of float16 at 64 mels)
@@ -62,7 +73,29 @@ FLUSH_FRAMES = 1 << 16  # frames buffered before a write (8 MB of float16 at 64 
 CHUNK_ROWS = 128
 
 
-ATTRS = ("format", "version", "classes", "features", "folds")
+ATTRS = ("format", "version", "classes", "features", "folds", "tables_sha256")
+
+
+TABLES = ("offsets", "lengths", "labels", "speakers", "clips", "split", "fold", "dev_folds", "group")  # /clips
+STATS = ("frames", "sum", "sum_sq")  # /stats
+
+
+# Free bytes the writer leaves on the cache's disk beyond the block it writes: HDF5 must still write
+# its tables and metadata to close the file.  A write that fails for space inside HDF5 leaves the file
+# in a state h5py cannot even close (it crashes the process at exit), so the writer stops before.
+DISK_RESERVE = 64 << 20
+
+REBUILD = "rebuild it with `dvc repro --force features`"
+
+
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFull(StageError):
+    """The cache's disk filled up while it was written (the temporary file is removed).  HDF5 cannot close
+    the file any more, so the process must end without tearing it down: `hard_exit`."""
+
+    hard_exit = True
 
 
 def in_memory_limit() -> int:
@@ -81,11 +114,12 @@ class CacheWriter:
     """
 
     def __init__(self, path: str | Path, n_mels: int, dtype: str):
+        self.path = Path(path)
         self.file = h5py.File(path, "w")
         self.group = self.file.create_group("clips")
         self.frames = self.group.create_dataset("frames", shape=(0, n_mels), maxshape=(None, n_mels), dtype=dtype,
-                                                chunks=(CHUNK_ROWS, n_mels))
-        self.n_mels, self.buffer, self.buffered, self.written = n_mels, [], 0, 0
+                                                chunks=(CHUNK_ROWS, n_mels), fletcher32=True)
+        self.n_mels, self.buffer, self.buffered, self.written, self.broken = n_mels, [], 0, 0, False
         self.columns: dict[str, list] = {name: [] for name in
                                          ("lengths", "labels", "speakers", "clips", "split", "fold", "dev_folds",
                                           "group")}
@@ -103,6 +137,8 @@ class CacheWriter:
         if total is None or total_sq is None:
             wide = np.asarray(feats, np.float64)
             total, total_sq = wide.sum(0), np.square(wide).sum(0)
+        if not (np.isfinite(total).all() and np.isfinite(total_sq).all() and np.isfinite(feats).all()):
+            raise ValueError(f"clip {clip}: log-mels that are not finite numbers; nothing was written for it")
         group = self.groups.setdefault((speaker, split), len(self.groups))
         if group == len(self.stats):
             self.stats.append([0, np.zeros(self.n_mels, np.float64), np.zeros(self.n_mels, np.float64)])
@@ -119,15 +155,40 @@ class CacheWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        block = np.concatenate(self.buffer)
-        self.frames.resize(self.written + len(block), axis=0)
-        self.frames[self.written:] = block
+        block = np.concatenate(self.buffer).astype(self.frames.dtype, copy=False)
+        free = shutil.disk_usage(self.path.parent).free
+        if free < block.nbytes + DISK_RESERVE:
+            raise StageError(f"{self.path.parent}: {free / 2**20:.0f} MiB free, too little to go on writing the "
+                             f"feature cache ({self.written * block.itemsize * self.n_mels / 2**20:.0f} MiB written "
+                             f"so far, about 35 kB more per clip); free space on that disk and rerun")
+        with self._space_guard():
+            self.frames.resize(self.written + len(block), axis=0)
+            self.frames[self.written:] = block
         self.written += len(block)
+
+    @contextlib.contextmanager
+    def _space_guard(self) -> Iterator[None]:
+        """Turns a write the system refused for space (a full disk, a quota, a file-size limit), which HDF5
+        may report at any later write or at close, into DiskFull, removing the partial file."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if getattr(exc, "errno", None) not in SPACE_ERRNOS and \
+                    not any(f"errno = {n}," in str(exc) for n in SPACE_ERRNOS):
+                raise
+            self.broken = True
+            self.path.unlink(missing_ok=True)
+            raise DiskFull(f"{self.path.parent}: the disk is full (or a file-size limit reached) while writing the "
+                           "feature cache; the partial cache was removed; free space and rerun") from None
         self.buffer, self.buffered = [], 0
 
     def finish(self, classes: list[str], features: FeaturesConfig | dict) -> None:
         """Writes the clip tables, the statistics and the attributes (`folds` from the clips' folds)."""
         self.flush()
+        with self._space_guard():
+            self._finish(classes, features)
+
+    def _finish(self, classes: list[str], features: FeaturesConfig | dict) -> None:
         c, g, str_type = self.columns, self.group, h5py.string_dtype()
         lengths = np.asarray(c["lengths"], dtype=np.int64)
         g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -148,15 +209,66 @@ class CacheWriter:
         self.file.attrs["features"] = json.dumps(features if isinstance(features, dict) else asdict(features))
         self.file.attrs["classes"] = json.dumps(list(classes))
         self.file.attrs["folds"] = int(max(c["fold"], default=-1)) + 1
+        self.file.attrs["tables_sha256"] = tables_digest(
+            {name: g[name][()] for name in TABLES}, {name: stats[name][()] for name in STATS},
+            self.file.attrs["classes"], self.file.attrs["features"])
 
     def close(self) -> None:
-        self.file.close()
+        """Closes the file; after a failed write for space (`DiskFull`) the file is left to the process's
+        end (`acento.console.run_stage` ends it at once: h5py cannot close such a file)."""
+        if not self.broken:
+            with self._space_guard():
+                self.file.close()
 
     def __enter__(self) -> "CacheWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def tables_digest(tables: dict[str, np.ndarray], stats: dict[str, np.ndarray], classes: str, features: str) -> str:
+    """SHA-256 (hex) of the clip tables, the statistics and the classes and features attributes: each
+    array's name, dtype, shape and bytes in a fixed order (strings as UTF-8, each ended by a NUL)."""
+    digest = hashlib.sha256()
+    for name, array in [*sorted(tables.items()), *(("stats/" + k, v) for k, v in sorted(stats.items()))]:
+        array = np.asarray(array)
+        strings = array.dtype.kind in "OSU"
+        digest.update(f"{name}|{'str' if strings else array.dtype.str}|{array.shape}|".encode())
+        if strings:
+            digest.update(b"".join((v.decode() if isinstance(v, bytes) else str(v)).encode() + b"\0"
+                                   for v in array.ravel()))
+        else:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    for text in (classes, features):
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def check_tables(path: Path, tables: dict[str, np.ndarray], stats: dict[str, np.ndarray], n_frames: int,
+                 n_mels: int, n_classes: int, folds: int) -> None:
+    """StageError (one line) unless the clip tables and statistics agree with each other and with the
+    frames [n_frames, n_mels]: one row per clip in every table, every clip's frames contiguous, in
+    order and inside `frames`, labels among the classes, folds and statistics groups in range."""
+    n = len(tables["lengths"])
+    groups = len(stats["frames"])
+    problems = [f"/clips/{name} has {len(a)} rows for {n} clips" for name, a in tables.items() if len(a) != n]
+    problems += [f"/stats/{name} has shape {a.shape}" for name, a in stats.items()
+                 if a.shape != ((groups,) if name == "frames" else (groups, n_mels))]
+    if not problems and n:
+        lengths, offsets = tables["lengths"].astype(np.int64), tables["offsets"].astype(np.int64)
+        checks = {
+            "a clip of no frames": (lengths < 1).any(),
+            "clip offsets that do not follow the lengths": (offsets != np.concatenate([[0], np.cumsum(lengths)[:-1]])).any(),
+            f"clips ending past the {n_frames} frames": int(lengths.sum()) != n_frames,
+            f"a label outside the {n_classes} classes": ((tables["labels"] < 0) | (tables["labels"] >= n_classes)).any(),
+            f"a fold outside -1 .. {folds - 1}": ((tables["fold"] < -1) | (tables["fold"] >= max(folds, 0))).any(),
+            "a statistics group out of range": ((tables["group"] < 0) | (tables["group"] >= groups)).any(),
+            "statistics that are not finite": not all(np.isfinite(stats[k]).all() for k in ("sum", "sum_sq")),
+        }
+        problems += [what for what, bad in checks.items() if bad]
+    if problems:
+        raise StageError(f"{path}: damaged feature cache ({problems[0]}); {REBUILD}")
 
 
 def training_statistics(frames: np.ndarray, total: np.ndarray, total_sq: np.ndarray,
@@ -190,6 +302,11 @@ class SplitData:
             self._file.close()
             raise ValueError(f"split {split!r}: one of {', '.join(SPLITS)}")
         group = self._file["clips"]
+        try:
+            tables, stats = read_tables(self.path, self._file)
+        except BaseException:
+            self._file.close()
+            raise
         self.folds = int(self._file.attrs["folds"])
         if self.folds >= 2 and (fold is None or not 0 <= fold < self.folds):
             self._file.close()
@@ -197,9 +314,8 @@ class SplitData:
             raise StageError(f"{path}: a cache of {self.folds} cross-validation folds: {which}; set data.fold to "
                              f"0 .. {self.folds - 1}, or rebuild the cache for data.folds (dvc repro)")
         self.fold = fold if self.folds >= 2 else None
-        speakers = group["speakers"].asstr()[()]
-        splits = split_of(group["split"].asstr()[()], group["fold"][()], group["dev_folds"][()],
-                          self.fold if self.fold is not None else -1)
+        speakers = tables["speakers"]
+        splits = split_of(tables["split"], tables["fold"], tables["dev_folds"], self.fold if self.fold is not None else -1)
         if dev_trains:
             splits = np.where(splits == "dev", "train", splits)
         train = splits == "train"
@@ -208,8 +324,8 @@ class SplitData:
             train &= ~np.isin(speakers, list(dropped))
         chosen = train if split == "train" else splits == split
         self.index = np.flatnonzero(chosen)  # positions in the cache, ascending (file order)
-        clip_group = group["group"][()]
-        frames, total, total_sq = (self._file["stats"][name][()] for name in ("frames", "sum", "sum_sq"))
+        clip_group = tables["group"]
+        frames, total, total_sq = (stats[name] for name in STATS)
         train_groups = np.unique(clip_group[train])
         if len(train_groups) == 0 or frames[train_groups].sum() == 0:
             self._file.close()
@@ -222,14 +338,19 @@ class SplitData:
             raise StageError(f"{path}: a speaker's clips are on both sides of the training split; rebuild it "
                              "with `dvc repro --force features`")
         self.mean, self.std = training_statistics(frames, total, total_sq, train_groups)
-        self.lengths = group["lengths"][()].astype(np.int64)[self.index]
-        self.labels = group["labels"][()].astype(np.int64)[self.index]
+        self.lengths = tables["lengths"].astype(np.int64)[self.index]
+        self.labels = tables["labels"].astype(np.int64)[self.index]
         self.speakers = speakers[self.index]
-        self.clips = group["clips"].asstr()[()][self.index]
+        self.clips = tables["clips"][self.index]
         self.classes: list[str] = json.loads(self._file.attrs["classes"])
-        self.feature_config: FeaturesConfig = stored_features_config(self._file.attrs["features"])
+        try:
+            self.feature_config: FeaturesConfig = stored_features_config(self._file.attrs["features"])
+        except (ConfigError, TypeError) as exc:
+            self._file.close()
+            raise StageError(f"{path}: damaged feature cache (impossible feature settings: "
+                             f"{str(exc).removeprefix('params.yaml: ')}); {REBUILD}") from None
         all_frames = group["frames"]
-        offsets = group["offsets"][()][self.index]
+        offsets = tables["offsets"][self.index]
         self.lazy = int(self.lengths.sum()) * all_frames.shape[1] * all_frames.dtype.itemsize > in_memory_limit()
         if self.lazy:
             self.frames, self.offsets = all_frames, offsets
@@ -237,7 +358,14 @@ class SplitData:
                 # Clips are read in random order: the kernel's readahead would fetch ~10x the bytes asked.
                 os.posix_fadvise(self._file.id.get_vfd_handle(), 0, 0, os.POSIX_FADV_RANDOM)
         else:
-            self.frames, self.offsets = read_clips(all_frames, offsets, self.lengths)
+            try:
+                self.frames, self.offsets = read_clips(all_frames, offsets, self.lengths)
+            except StageError:
+                self._file.close()
+                raise
+            if not np.isfinite(self.frames).all():
+                self._file.close()
+                raise StageError(f"{path}: damaged feature cache (log-mels that are not finite numbers); {REBUILD}")
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -253,9 +381,18 @@ class SplitData:
         self.close()
 
     def clip(self, i: int) -> np.ndarray:
-        """Clip i's log-mels, [frames, n_mels] float32."""
+        """Clip i's log-mels, [frames, n_mels] float32; StageError if its bytes are damaged (lazy reads)."""
         start = self.offsets[i]
-        return np.asarray(self.frames[start:start + self.lengths[i]], dtype=np.float32)
+        if not self.lazy:
+            return np.asarray(self.frames[start:start + self.lengths[i]], dtype=np.float32)
+        try:
+            feats = np.asarray(self.frames[start:start + self.lengths[i]], dtype=np.float32)
+        except OSError as exc:
+            raise damaged(self.path, exc) from None
+        if not np.isfinite(feats).all():
+            raise StageError(f"{self.path}: damaged feature cache (clip {self.clips[i]}: log-mels that are not "
+                             f"finite numbers); {REBUILD}")
+        return feats
 
     def clips_at(self, index: np.ndarray) -> list[np.ndarray]:
         """The clips of `index`, in that order, read in file order (sequential reads on the lazy path)."""
@@ -275,9 +412,45 @@ def read_clips(frames: h5py.Dataset, offsets: np.ndarray, lengths: np.ndarray) -
     if len(lengths):
         ends = offsets + lengths
         starts = np.flatnonzero(np.concatenate([[True], offsets[1:] != ends[:-1]]))
-        for first, last in zip(starts, np.append(starts[1:], len(offsets)) - 1):
-            out[new_offsets[first]:new_offsets[last] + lengths[last]] = frames[offsets[first]:ends[last]]
+        try:
+            for first, last in zip(starts, np.append(starts[1:], len(offsets)) - 1):
+                out[new_offsets[first]:new_offsets[last] + lengths[last]] = frames[offsets[first]:ends[last]]
+        except OSError as exc:
+            raise damaged(Path(frames.file.filename), exc) from None
     return out, new_offsets
+
+
+def damaged(path: Path, exc: OSError) -> StageError:
+    """The error for bytes HDF5 could not read back (a failed checksum, a broken chunk index)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StageError(f"{path}: damaged feature cache ({first}); {REBUILD}")
+
+
+def read_tables(path: Path, file: h5py.File) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The clip tables (strings as str arrays) and the statistics of an open cache, checked against the
+    file's digest and each other (`check_tables`); StageError (one line) for a damaged file."""
+    try:
+        group, stat_group = file["clips"], file["stats"]
+        tables = {name: group[name].asstr()[()] if name in ("speakers", "clips", "split") else group[name][()]
+                  for name in TABLES}
+        stats = {name: stat_group[name][()] for name in STATS}
+        frames = group["frames"]
+        shape = frames.shape
+        classes, features = str(file.attrs["classes"]), str(file.attrs["features"])
+        stored = file.attrs["tables_sha256"]
+    except (OSError, KeyError, UnicodeDecodeError, ValueError) as exc:
+        raise damaged(path, exc if isinstance(exc, OSError) else OSError(str(exc))) from None
+    if tables_digest(tables, stats, classes, features) != stored:
+        raise StageError(f"{path}: damaged feature cache (its tables do not match their checksum); {REBUILD}")
+    try:
+        n_classes = len(json.loads(classes))
+        n_mels = int(json.loads(features)["n_mels"])
+    except (ValueError, KeyError, TypeError):
+        raise StageError(f"{path}: damaged feature cache (unreadable classes or features attribute); {REBUILD}") from None
+    if len(shape) != 2 or shape[1] != n_mels:
+        raise StageError(f"{path}: damaged feature cache (frames of shape {shape} for {n_mels} mel bands); {REBUILD}")
+    check_tables(path, tables, stats, shape[0], n_mels, n_classes, int(file.attrs["folds"]))
+    return tables, stats
 
 
 def open_cache(path: Path) -> h5py.File:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +25,11 @@ from acento.audio.decode import AudioError
 from acento.audio.extract import extract_all
 from acento.audio.logmel import Analysis, LogMel
 from acento.config import (
+    ConfigError,
     FeaturesConfig,
     NormaliseConfig,
     RNNConfig,
+    stored_config,
     stored_features_config,
 )
 from acento.files import atomic_path
@@ -54,6 +56,17 @@ ENSEMBLE_VERSION = 3
 
 REQUIRED_KEYS = ("model", "n_mels", "rnn", "classes", "features", "normalise", "mean", "std", "state_dict")
 
+
+# Feature settings that do not change a clip's log-mels (the cache's storage type only rounds them; the
+# failure threshold only decides whether the stage goes on): a model and a cache may differ in these.
+FEATURES_NOT_COMPARED = ("dtype", "max_failed_fraction")
+
+
+def speaker_hash(speaker: str) -> str:
+    """The form in which a model file lists a speaker it learned from: the first 16 hex digits of the
+    SHA-256 of the Common Voice client_id (64 bits: a collision among a release's ~26,000 speakers has a
+    probability of about 2e-11), so the file names no one."""
+    return hashlib.sha256(speaker.encode()).hexdigest()[:16]
 
 CHUNK_BATCHES = 4  # batches of files decoded, then classified together: bounds memory for any number of files
 
@@ -82,7 +95,9 @@ class AccentModel:
 
     network: the `AccentClassifier` (eval mode, on `device`); classes: class names, index = output;
     features: the `FeaturesConfig` its training cache was built with; normaliser: the `Normaliser`
-    with the training split's statistics; sha256: hex digest of the model file ("" if not from a file).
+    with the training split's statistics; sha256: hex digest of the model file ("" if not from a file);
+    speaker_hashes: `speaker_hash` of every speaker whose clips trained it or chose its epoch (its
+    training and dev splits; empty for a model file written before they were stored).
     An ensemble (`AccentModel.ensemble`) holds several (network, normaliser) `members` of one cell,
     class list and feature setting; its probabilities are their mean, and `network`/`normaliser` are
     its first member's.
@@ -91,12 +106,13 @@ class AccentModel:
     def __init__(self, network: AccentClassifier, classes: Sequence[str], features: FeaturesConfig,
                  normaliser: Normaliser, *, sha256: str = "", path: Path | None = None,
                  device: torch.device | str = "cpu", batch_size: int = 64,
-                 members: Sequence[tuple[AccentClassifier, Normaliser]] = ()):
+                 members: Sequence[tuple[AccentClassifier, Normaliser]] = (), speaker_hashes: Iterable[str] = ()):
         self.device = torch.device(device)
         self.members = [(net.to(self.device).eval(), norm) for net, norm in (members or [(network, normaliser)])]
         self.network, self.normaliser = self.members[0]
         self.classes, self.features = list(classes), features
         self.sha256, self.path, self.batch_size = sha256, path, batch_size
+        self.speaker_hashes = frozenset(speaker_hashes)
         self._log_mel: LogMel | None = None
 
     @classmethod
@@ -109,7 +125,8 @@ class AccentModel:
                                      f"than {first.path or 'the first member'}; an ensemble needs the same three")
         members = [member for model in models for member in model.members]
         return cls(first.network, first.classes, first.features, first.normaliser, device=first.device,
-                   batch_size=first.batch_size, members=members)
+                   batch_size=first.batch_size, members=members,
+                   speaker_hashes=frozenset().union(*(model.speaker_hashes for model in models)))
 
     @property
     def cell(self) -> str:
@@ -164,15 +181,30 @@ class AccentModel:
             raise ModelFileError(f"{path}: acento model file without {', '.join(missing)}; it is damaged or was "
                                  "not written by `train`, retrain it (dvc repro train)")
         try:
-            network = AccentClassifier(ckpt["n_mels"], len(ckpt["classes"]), ckpt["model"], RNNConfig(**ckpt["rnn"]))
-            network.load_state_dict(ckpt["state_dict"])
             features = stored_features_config(ckpt["features"])
-            normaliser = Normaliser(NormaliseConfig(**ckpt["normalise"]), ckpt["mean"].numpy(), ckpt["std"].numpy())
+            rnn = stored_config(RNNConfig, ckpt["rnn"], "rnn.")
+            normalise = stored_config(NormaliseConfig, ckpt["normalise"], "normalise.")
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: impossible settings in the model file "
+                                 f"({str(exc).removeprefix('params.yaml: ')}); the file is damaged "
+                                 "or edited, retrain it (dvc repro train)") from None
+        try:
+            if ckpt["n_mels"] != features.n_mels:
+                raise ValueError(f"n_mels {ckpt['n_mels']} for features of {features.n_mels} mel bands")
+            network = AccentClassifier(ckpt["n_mels"], len(ckpt["classes"]), ckpt["model"], rnn)
+            network.load_state_dict(ckpt["state_dict"])
+            normaliser = Normaliser(normalise, ckpt["mean"].numpy(), ckpt["std"].numpy())
+            speakers = [str(h) for h in ckpt.get("speaker_hashes", [])]
         except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{path}: its weights or settings do not fit the network they describe "
                                  f"({first}); the file is damaged or edited, retrain it (dvc repro train)") from None
-        return cls(network, ckpt["classes"], features, normaliser, path=path, device=device, batch_size=batch_size)
+        bad = non_finite(network, normaliser)
+        if bad:
+            raise ModelFileError(f"{path}: {bad} not finite numbers (NaN or infinity): the model would score "
+                                 "nothing; the file is damaged or its training diverged, retrain it (dvc repro train)")
+        return cls(network, ckpt["classes"], features, normaliser, path=path, device=device, batch_size=batch_size,
+                   speaker_hashes=speakers)
 
     def checkpoint(self) -> dict:
         """The model file's contents, in types `torch.load(weights_only=True)` accepts: the network's
@@ -184,7 +216,11 @@ class AccentModel:
         return {"format": FORMAT, "version": ENSEMBLE_VERSION, "members": contents}
 
     def _contents(self, net: AccentClassifier, normaliser: Normaliser) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "model": net.cell, "n_mels": self.features.n_mels,
+        bad = non_finite(net, normaliser)
+        if bad:
+            raise ModelFileError(f"{bad} not finite numbers (NaN or infinity); no model file is written with them")
+        return {"speaker_hashes": sorted(self.speaker_hashes),
+                "format": FORMAT, "version": FORMAT_VERSION, "model": net.cell, "n_mels": self.features.n_mels,
                 "rnn": dataclasses.asdict(net.cfg), "classes": list(self.classes),
                 "features": dataclasses.asdict(self.features),
                 "normalise": dataclasses.asdict(normaliser.cfg),
@@ -199,6 +235,20 @@ class AccentModel:
         # random temporary name), which would make two saves of the same weights differ byte for byte.
         with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
             torch.save(self.checkpoint(), fh)
+
+    def check_features(self, classes: Sequence[str], features: FeaturesConfig, source: str) -> None:
+        """ModelFileError (one line naming each difference) unless log-mels made with `features` for
+        `classes` (a feature cache's, `source` naming it) are what this model was trained on: the same
+        class list and every feature setting that changes a clip's log-mels (all but FEATURES_NOT_COMPARED)."""
+        if list(classes) != self.classes:
+            raise ModelFileError(f"{self.path or 'the model'}: trained on classes {self.classes}, {source} has "
+                                 f"{list(classes)}; retrain (dvc repro) or use the matching model")
+        mine, theirs = dataclasses.asdict(self.features), dataclasses.asdict(features)
+        differ = [f"{k} {mine[k]!r} vs {theirs[k]!r}" for k in mine if k not in FEATURES_NOT_COMPARED and mine[k] != theirs[k]]
+        if differ:
+            raise ModelFileError(f"{self.path or 'the model'}: trained on log-mels of other feature settings than "
+                                 f"{source}'s (features.{'; '.join(differ)}): its scores would mean nothing; rebuild "
+                                 "the cache with the model's settings or retrain (dvc repro)")
 
     def describe(self) -> dict:
         """What the service's /health says about the model: cell, classes, feature and network settings."""
@@ -264,6 +314,15 @@ class AccentModel:
         probs = iter(self.predict_log_mels([r.frames for _, r in chunk if not isinstance(r, AudioError)]))
         for path, result in chunk:
             yield path, result if isinstance(result, AudioError) else self.prediction(next(probs), result.about())
+
+
+def non_finite(network: torch.nn.Module, normaliser: Normaliser) -> str:
+    """"" if every weight, buffer and normalisation statistic is a finite number, else which are not."""
+    bad = [name for name, t in network.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad += [name for name in ("mean", "std") if not np.isfinite(np.asarray(getattr(normaliser, name), np.float64)).all()]
+    if not bad:
+        return ""
+    return f"{len(bad)} tensor(s) ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) hold"
 
 
 def load(path: str | Path = MODEL_FILE, device: torch.device | str = "cpu", batch_size: int = 64) -> AccentModel:

@@ -21,8 +21,8 @@ the corpus: score it on another release, `python -m acento.apps.score --release 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,21 +43,27 @@ from acento.files import write_json
 from acento.model.accent_model import AccentModel, ModelFileError
 from acento.model.card import write_card
 from acento.paths import FINAL_MODEL, FINAL_REPORT
+from acento.runtime import scratch_folder
 
 
 def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: int,
           cache_dir: Path | None = None) -> dict:
-    """Trains the fold networks, writes the ensemble to `out` and the summary to `report`; returns it."""
+    """Trains the fold networks, writes the ensemble to `out` and the summary to `report`; returns it.
+
+    The fold workers end with this process however it ends, and its scratch folder ($TMPDIR/acento-final-PID-*)
+    goes at the end, or at the next run if this one is killed (`acento.runtime`).  Raises ConfigError or
+    StageError (one line) for bad parameters or data."""
     params = parse_params(raw_params(params_file, overrides))
     if params.data.folds < 2:
         raise StageError(f"{params_file}: data.folds is {params.data.folds}; the final model needs "
                          "cross-validation folds (2 or more)")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="acento-final-") as scratch:
+    scratch = scratch_folder("final")  # named after this process: removed by the next run if this one is killed
+    try:
         cache, folds = build_feature_cache(params_file, Path(cache_dir or scratch), overrides)
         jobs = [{"variant": "final", "base": "final", "cell": params.model, "fold": fold, "cache": str(cache),
-                 "overrides": overrides, "params_file": str(params_file), "scratch": scratch,
-                 "keep": str(Path(scratch) / "members" / f"fold{fold}.pt")} for fold in range(folds)]
+                 "overrides": overrides, "params_file": str(params_file), "scratch": str(scratch),
+                 "keep": str(scratch / "members" / f"fold{fold}.pt")} for fold in range(folds)]
         runs = []
         for run in run_folds(jobs, workers):
             runs.append(run)
@@ -65,6 +71,8 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
         members = [AccentModel.load(job["keep"]) for job in jobs]
         ensemble = AccentModel.ensemble(members)
         ensemble.save(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     speakers = np.concatenate([r["speakers"] for r in runs])
     labels = np.concatenate([r["labels"] for r in runs])
     probs = np.concatenate([r["probs"] for r in runs])

@@ -18,6 +18,7 @@ as nanoGPT's train.py does; the batches and the checkpoint are modules of their 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from acento.console import progress
 from acento.errors import StageError
 from acento.evaluation.metrics import macro_f1
 from acento.features.cache import SplitData
-from acento.model.accent_model import AccentModel
+from acento.model.accent_model import AccentModel, speaker_hash
 from acento.model.inference import predict_proba
 from acento.model.inputs import Normaliser
 from acento.model.network import AccentClassifier, SpeakerAdversary, count_parameters
@@ -320,6 +321,12 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
             start = time.perf_counter()
             train_scores = trainer.train_one_epoch(epoch)
             train_seconds += time.perf_counter() - start
+            if not math.isfinite(train_scores["loss"]):
+                trainer.close()
+                raise StageError(f"training stopped at epoch {epoch}: the loss is {train_scores['loss']} (not a finite "
+                                 f"number), so the weights are no longer numbers either; no model was written. "
+                                 f"Lower train.lr (now {params.train.lr:g}) or set train.grad_clip > 0 (now "
+                                 f"{params.train.grad_clip:g}); the feature cache was checked on reading")
             dev = trainer.validate()
             trainer.step_schedule(dev)
             if dev:
@@ -340,8 +347,11 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
     trainer.close()
-    # The feature parameters the cache was built with travel with the model, for `predict`.
-    AccentModel(model, data.classes, data.feature_config, trainer.normalise, device=trainer.device).save(model_out)
+    # The feature parameters the cache was built with travel with the model, for `predict`, and so do
+    # its training and dev speakers (hashed), for `score` to report the speakers it never heard apart.
+    heard = [*data.speakers, *(trainer.dev_data.speakers if trainer.dev_data is not None else [])]
+    AccentModel(model, data.classes, data.feature_config, trainer.normalise, device=trainer.device,
+                speaker_hashes={speaker_hash(s) for s in heard}).save(model_out)
     remove(checkpoint)
     return {"model": params.model, "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
             "best_dev": {k: round(float(v), 4) for k, v in stopper.best.items()} if trainer.has_dev else {},

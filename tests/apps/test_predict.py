@@ -1,11 +1,14 @@
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from acento.apps.predict import main as predict_main
 from acento.features.cache import SplitData
@@ -117,3 +120,82 @@ def test_the_model_file_comes_from_the_environment_outside_a_checkout(trained_mo
     monkeypatch.setenv("ACENTO_MODEL_FILE", str(trained_model))
     code, out, err = run(capsys, "--json", wav)
     assert code == 0 and json.loads(out.splitlines()[0])["label"] in ("high", "low"), err
+
+
+def overflowing_model(trained_model: Path, out: Path) -> Path:
+    """The trained model with every normalisation std 1e-44: finite numbers, so the file loads, but every
+    input divides to infinity and the network's scores are NaN (as a damaged or diverged model's)."""
+    ckpt = torch.load(trained_model, weights_only=True)
+    ckpt["std"] = torch.full_like(ckpt["std"], 1e-44)
+    torch.save(ckpt, out)
+    return out
+
+
+def test_a_model_that_scores_nan_is_refused_in_one_line_and_no_nan_is_printed(trained_model, tmp_path, capsys):
+    model = overflowing_model(trained_model, tmp_path / "overflow.pt")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(1.0, rate=16000), 16000)
+    with np.errstate(all="ignore"):
+        assert np.isnan(AccentModel.load(model).classify(wav).probs["high"])  # the premise: the model gives NaN
+    for table in ([], ["--json"]):
+        code, out, err = run(capsys, "--model", model, *table, wav)
+        assert code == 2 and "nan" not in out.lower()
+        assert err == (f"error: {model}: the model gives scores that are not finite numbers (NaN or infinity) for "
+                       f"{wav}; the file is damaged or its training diverged, retrain it (dvc repro train)\n")
+
+
+def special_entries(folder: Path) -> dict[str, str]:
+    """Entries of `folder` that are no files, each with the start of the line it must get."""
+    (folder / "dangling.wav").symlink_to("gone.wav")
+    (folder / "loop1.wav").symlink_to("loop2.wav")
+    (folder / "loop2.wav").symlink_to("loop1.wav")
+    (folder / "up").symlink_to("..")  # a loop if links to folders were followed
+    os.mkfifo(folder / "fifo.wav")  # nothing writes to it: opening it to read would wait for ever
+    return {"dangling.wav": "missing_file: {}: a link to gone.wav, which does not exist",
+            "loop1.wav": "unreadable_audio: {}: cannot be opened (Too many levels of symbolic links)",
+            "loop2.wav": "unreadable_audio: {}: cannot be opened (Too many levels of symbolic links)",
+            "up": "unsupported_format: {}: a link to a folder, not followed; give the folder itself",
+            "fifo.wav": "unsupported_format: {}: a FIFO (named pipe), not an audio file; not read"}
+
+
+@pytest.fixture
+def unblock_fifos(tmp_path):
+    """Should the code under test open a FIFO to read, a writer opens it after 60 s so the test fails, not hangs."""
+    timers = []
+
+    def guard(fifo: Path) -> None:
+        timer = threading.Timer(60, lambda: os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)))
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+    yield guard
+    for timer in timers:
+        timer.cancel()
+
+
+def test_every_entry_of_a_folder_that_is_no_file_gets_one_line_and_is_never_opened(cache, trained_model, tmp_path,
+                                                                                   capsys, unblock_fifos):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    sf.write(folder / "good.wav", tone(1.0, rate=16000), 16000)
+    expected = special_entries(folder)
+    unblock_fifos(folder / "fifo.wav")
+    code, out, err = run(capsys, "--model", trained_model, "--json", folder)
+    results = {Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    assert sorted(results) == sorted([*expected, "good.wav"])  # in order, each once
+    assert results["good.wav"]["label"] in ("high", "low")
+    for name, line in expected.items():
+        assert results[name] == {"file": str(folder / name), "error": line.format(folder / name)}
+    assert code == 1 and err == "5 of 6 file(s) could not be classified\n"
+
+
+def test_a_folder_of_nothing_but_special_entries_exits_non_zero_with_a_line_each(trained_model, tmp_path, capsys,
+                                                                                 unblock_fifos):
+    folder = tmp_path / "specials"
+    folder.mkdir()
+    expected = special_entries(folder)
+    unblock_fifos(folder / "fifo.wav")
+    code, out, err = run(capsys, "--model", trained_model, folder)
+    assert out.splitlines()[1:] == [f"{folder / name}\tERROR\t{expected[name].format(folder / name)}"
+                                    for name in sorted(expected)]
+    assert code == 1 and err == "5 of 5 file(s) could not be classified\n"

@@ -12,7 +12,7 @@ from acento.apps.score import main, parse_classes
 from acento.audio.decode import AudioError
 from acento.corpus.prepare import labelled_clips
 from acento.corpus.release import extract_release
-from acento.model.accent_model import AccentModel
+from acento.model.accent_model import AccentModel, speaker_hash
 from tests.helpers import (
     CARIBE,
     MEXICO,
@@ -23,6 +23,7 @@ from tests.helpers import (
     make_release,
     params,
     params_file,
+    speaker_id,
     untrained_model,
 )
 
@@ -141,3 +142,41 @@ def test_accents_with_commas_are_kept_whole_and_files_are_read(tmp_path):
     assert parse_classes([f"spain={NORTE}|{SUR}"]) == {"spain": [NORTE, SUR]}
     (tmp_path / "classes.json").write_text(json.dumps({"spain": [NORTE, SUR], "americas": [MEXICO]}))
     assert parse_classes([str(tmp_path / "classes.json")]) == {"spain": [NORTE, SUR], "americas": [MEXICO]}
+
+
+def test_speakers_the_model_learned_from_are_counted_and_the_others_scored_apart(trained_model, release, tmp_path,
+                                                                                 capsys):
+    model = AccentModel.load(trained_model)
+    model.speaker_hashes = frozenset({speaker_hash(speaker_id(0)), speaker_hash(speaker_id(1)), "0" * 16})
+    model.save(tmp_path / "heard.pt")
+    code, out, err = run(capsys, "--model", tmp_path / "heard.pt", "--release", release, "--workers", 1,
+                         "--classes", f"high={NORTE}", f"low={MEXICO}", "--predictions", tmp_path / "clips.csv")
+    assert code == 0, err
+    heard = json.loads(out)["heard_speakers"]
+    assert {k: heard[k] for k in ("speakers", "of_speakers", "clips", "of_clips")} == \
+        {"speakers": 2, "of_speakers": 6, "clips": 4, "of_clips": 12}
+    clips = pd.read_csv(tmp_path / "clips.csv")
+    new = clips[~clips["speaker"].isin([speaker_id(0), speaker_id(1)])]
+    assert (heard["unseen"]["clips"], heard["unseen"]["speakers"]) == (8, 4)
+    assert heard["unseen"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(new["label"], new["predicted"]), abs=1e-4)
+    assert (f"warning: 2 of the 6 speakers (4 of 12 clips) trained this model or chose its epoch: the scores below "
+            f"include them; on the 4 other speakers alone: balanced accuracy "
+            f"{heard['unseen']['balanced_accuracy']:.3f}") in err
+
+
+def test_a_model_that_heard_none_of_the_speakers_says_nothing_and_an_old_one_warns(trained_model, release, tmp_path,
+                                                                                   capsys):
+    code, out, err = run(capsys, "--model", trained_model, "--release", release, "--workers", 1,
+                         "--classes", f"high={NORTE}", f"low={MEXICO}")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["heard_speakers"]["speakers"] == 0 and "warning" not in err
+    unseen = metrics["heard_speakers"]["unseen"]
+    assert (unseen["balanced_accuracy"], unseen["clips"]) == (metrics["balanced_accuracy"], metrics["clips"])
+    old = AccentModel.load(trained_model)
+    old.speaker_hashes = frozenset()
+    old.save(tmp_path / "old.pt")
+    code, out, err = run(capsys, "--model", tmp_path / "old.pt", "--release", release, "--workers", 1,
+                         "--classes", f"high={NORTE}", f"low={MEXICO}")
+    assert code == 0 and json.loads(out)["heard_speakers"] is None
+    assert f"warning: {tmp_path / 'old.pt'} does not list the speakers it was trained on" in err

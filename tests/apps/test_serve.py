@@ -1,4 +1,5 @@
-"""The prediction service, through FastAPI's TestClient (no server, no network)."""
+"""The prediction service, through FastAPI's TestClient (no server, no network), and on a real server
+for what only sockets show (half-sent requests, deadlines, HEAD on the wire)."""
 
 import base64
 import hashlib
@@ -6,16 +7,20 @@ import io
 import json
 import os
 import re
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx2
+import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
 import acento.apps.serve as serve
 from acento.apps.predict import main as predict_main
-from acento.model.accent_model import AccentModel
+from acento.model.accent_model import AccentModel, ModelFileError
 from tests.helpers import tone
 
 
@@ -43,7 +48,7 @@ def test_health_names_the_model_its_classes_features_and_checksum(client, traine
     assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
     # concurrency 0 (the default) means one request per core this process may use
     assert health["limits"] == {"max_upload_mb": 1, "max_seconds": 60.0, "concurrency": len(os.sched_getaffinity(0)),
-                                "queue": 16}
+                                "queue": 16, "body_seconds": 60.0}
     limited = TestClient(serve.create_app(trained_model, concurrency=3, queue=5)).get("/health").json()["limits"]
     assert (limited["concurrency"], limited["queue"]) == (3, 5)
 
@@ -203,3 +208,120 @@ def test_create_app_defaults_to_the_commands_model_file(trained_model, monkeypat
     monkeypatch.setenv("ACENTO_MODEL_FILE", str(trained_model))
     health = TestClient(serve.create_app()).get("/health").json()
     assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- a real server: sockets, deadlines, HEAD
+@pytest.fixture(scope="module")
+def live(trained_model):
+    """The service as `acento-serve` runs it (serve.server_config) on a free port of 127.0.0.1, in a thread:
+    one request classified at a time and two waiting, 1 MB uploads, a 2 s head and a 3 s body deadline."""
+    import uvicorn
+
+    app = serve.create_app(trained_model, max_upload_mb=1, concurrency=1, queue=2, body_seconds=3.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(serve.server_config(app, head_seconds=2.0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def raw(address, data: bytes) -> socket.socket:
+    conn = socket.create_connection(address, timeout=30)
+    conn.sendall(data)
+    return conn
+
+
+def answer(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    conn.close()
+    return b"".join(chunks)
+
+
+def test_half_sent_requests_lock_no_one_out(live):
+    """50 connections hold half-sent requests (headers cut short, or a body cut short): /health and a whole
+    /predict from another client still get 200.  uvicorn's limit_concurrency (11 here) counted those sockets."""
+    url = f"http://{live[0]}:{live[1]}"
+    head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    held = [raw(live, (head + "Content-Le").encode()) for _ in range(25)]
+    held += [raw(live, (head + "Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"files\"; "
+                        "filename=\"a.wav\"\r\n\r\n").encode() + b"\0" * 20000) for _ in range(25)]
+    try:
+        health = httpx2.get(url + "/health", timeout=30)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        response = httpx2.post(url + "/predict", files=upload(("a.wav", wav_bytes(0.5))), timeout=60)
+        assert response.status_code == 200 and response.json()["results"][0]["label"] in ("high", "low")
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_a_connection_that_does_not_finish_its_headers_is_closed(live):
+    conn = raw(live, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    assert answer(conn) == b""  # closed by the server after its 2 s head deadline, with nothing sent
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(live):
+    conn = raw(live, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 1000\r\n\r\n--b\r\n")
+    status, _, body = answer(conn).partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(body) == {"detail": "request body not received within 3 s (acento-serve --body-seconds)"}
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/docs", "/openapi.json"])
+def test_head_answers_as_get_without_a_body(live, client, path):
+    got = client.get(path)
+    head = client.head(path)
+    assert head.status_code == got.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(got.content)) and \
+        head.headers["content-type"] == got.headers["content-type"]
+    # on the wire, as a health checker sees it: the headers, then nothing
+    status, _, rest = answer(raw(live, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())) \
+        .partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200 ") and rest == b""
+
+
+# ---------------------------------------------------------------- a model whose scores are not numbers
+def test_a_model_that_scores_nan_is_refused_at_start_in_one_line(trained_model, tmp_path, capsys):
+    from tests.apps.test_predict import overflowing_model
+
+    model = overflowing_model(trained_model, tmp_path / "overflow.pt")
+    with np.errstate(all="ignore"):
+        with pytest.raises(ModelFileError):
+            serve.create_app(model)
+        assert serve.main(["--model-file", str(model)]) == 2
+    assert capsys.readouterr().err == (f"error: {model}: the model gives scores that are not finite numbers (NaN or "
+                                       "infinity) for 2 s of noise; the file is damaged or its training diverged, "
+                                       "retrain it (dvc repro train)\n")
+
+
+def strict_json(text: str):
+    """The JSON in `text`; ValueError for a NaN or Infinity literal, which JSON does not have."""
+    def refuse(literal: str):
+        raise ValueError(f"{literal} in the answer")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_scores_that_turn_nan_get_503_and_an_unhealthy_health_never_500_or_nan(trained_model, monkeypatch):
+    client = TestClient(serve.create_app(trained_model))
+    assert client.get("/health").json()["status"] == "ok"
+    monkeypatch.setattr(AccentModel, "predict_log_mels", lambda self, clips: np.full((len(clips), 2), np.nan))
+    for _ in range(2):  # the request that met it, and every later one
+        response = client.post("/predict", files=upload(("a.wav", wav_bytes(0.5))))
+        assert response.status_code == 503
+        assert strict_json(response.text)["detail"].startswith(
+            f"{trained_model}: the model gives scores that are not finite numbers (NaN or infinity) for 1 upload(s) "
+            "(a.wav, ...); ")
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert strict_json(health.text)["status"] == "unhealthy" and health.json()["detail"] == response.json()["detail"]

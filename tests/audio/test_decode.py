@@ -2,15 +2,21 @@
 way a file can hold no usable audio gets its own reason."""
 
 import io
+import os
+import shutil
+import socket
 import struct
+import subprocess
+import threading
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from acento.audio import mpeg
-from acento.audio.decode import AudioError, audio_seconds, decode
+from acento.audio.decode import AudioError, audio_seconds, decode, not_a_file
 from acento.audio.logmel import LogMel
 from tests.helpers import params, tone
 
@@ -197,3 +203,135 @@ def test_an_id3_tag_before_other_formats_is_skipped_too(tmp_path, fmt):
     expected = decode(out.getvalue(), RATE, "clean")
     got = decode(id3_tag(TITLE, padding_outside=100) + out.getvalue(), RATE, "tagged")
     np.testing.assert_array_equal(got.audio, expected.audio)
+
+
+# ---------------------------------------------------------------- bounded by samples, whatever a header claims
+def wav_with_header(rate: int, channels: int, frames: int = 800) -> bytes:
+    """A small 16-bit WAV whose header says `rate` Hz and `channels` channels (as a damaged or hostile one may)."""
+    out = io.BytesIO()
+    sf.write(out, np.zeros((frames, channels), np.int16), 16000, format="WAV", subtype="PCM_16")
+    data = bytearray(out.getvalue())
+    struct.pack_into("<I", data, 24, rate)  # fmt chunk: sample rate, then bytes per second
+    struct.pack_into("<I", data, 28, rate * channels * 2)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("rate, channels, claim", [
+    (2_000_000_000, 1, "1 channel(s) at 2000000000 Hz"),
+    (500, 1, "1 channel(s) at 500 Hz"),
+    (48000, 65, "65 channel(s) at 48000 Hz"),
+], ids=["2 GHz", "500 Hz", "65 channels"])
+def test_a_header_beyond_the_rate_or_channel_limits_is_refused_unread(rate, channels, claim):
+    data = wav_with_header(rate, channels)
+    for read in (lambda: decode(data, RATE, "odd.wav", 60.0), lambda: audio_seconds(data, "odd.wav")):
+        with pytest.raises(AudioError) as err:
+            read()
+        assert err.value.reason == "unsupported_format"
+        assert str(err.value).startswith(f"odd.wav: {claim}, beyond what acento reads (1000-384000 Hz, at most 64")
+        assert "ffmpeg -i in.wav -ac 1" in str(err.value)
+
+
+def test_the_limits_themselves_are_read():
+    got = decode(wav_with_header(384_000, 64, frames=3840), RATE, "edge.wav")
+    assert got.seconds == 0.01 and len(got.audio) == 160 and not got.audio.any()
+
+
+def test_a_small_file_claiming_many_channels_at_a_high_rate_costs_memory_for_the_output_only(tmp_path):
+    """An 8-channel 384 kHz FLAC, a pure tone on one channel and silence on the others: 10 s in under 2 MB.
+    Decoded whole in one read it took 117 MiB (rate x channels x seconds x 4 bytes); now twice the 16 kHz
+    output plus one 1 MiB block."""
+    path = tmp_path / "wide.flac"
+    y = np.zeros((384_000, 8), np.float32)
+    y[:, 0] = 0.3 * np.sin(2 * np.pi * 500.0 * np.arange(384_000) / 384_000)
+    with sf.SoundFile(path, "w", 384_000, 8, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(10):
+            f.write(y)
+    del y
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    clip = decode(str(path), RATE, path.name, max_seconds=10.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert clip.seconds == 10.0 and not clip.cropped and len(clip.audio) == 10 * RATE
+    # the mono mix is the mean of the channels: one tone over eight channels is an eighth of its level
+    assert np.sqrt(np.mean(clip.audio ** 2)) == pytest.approx(0.3 / np.sqrt(2) / 8, rel=0.01)
+    output = 10 * RATE * 4
+    assert peak < 2 * output + 2 * 2 ** 20, f"{peak / 2 ** 20:.1f} MiB"  # the whole read: 10*384000*8*4 = 117 MiB
+
+
+# ---------------------------------------------------------------- streams whose header does not give their length
+def streamed_flac(wav: Path, tool: str) -> bytes:
+    """The FLAC an encoder writes to a pipe from a source of unknown length: STREAMINFO's sample count is 0."""
+    if tool == "header zeroed":  # what a pipe leaves: total samples and MD5 unset, written here without a tool
+        out = io.BytesIO()
+        sf.write(out, sf.read(wav, dtype="int16")[0], RATE, format="FLAC", subtype="PCM_16")
+        data = bytearray(out.getvalue())
+        packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # rate, channels, bits, then 36 bits of samples
+        data[18:26] = packed.to_bytes(8, "big")
+        data[26:42] = bytes(16)
+        return bytes(data)
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (apt-get install {tool})")
+    raw = sf.read(wav, dtype="int16")[0].tobytes()  # raw samples on stdin: the encoder cannot know the length
+    command = {"sox": ["sox", "-t", "raw", "-r", str(RATE), "-e", "signed", "-b", "16", "-c", "1", "-",
+                       "-t", "flac", "-"],
+               "ffmpeg": ["ffmpeg", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE), "-ac", "1", "-i", "pipe:0",
+                          "-f", "flac", "pipe:1"]}[tool]
+    return subprocess.run(command, input=raw, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("tool", ["header zeroed", "sox", "ffmpeg"])
+def test_a_flac_written_to_a_pipe_decodes_whole_with_its_length(tmp_path, tool):
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone(2.5, rate=RATE, freq=300.0), RATE, subtype="PCM_16")
+    data = streamed_flac(wav, tool)
+    assert data[:4] == b"fLaC" and int.from_bytes(data[18:26], "big") & ((1 << 36) - 1) == 0  # length unknown
+    path = tmp_path / "piped.flac"
+    path.write_bytes(data)
+    expected = decode(str(wav), RATE, "clip.wav")
+    for source in (str(path), data):
+        got = decode(source, RATE, "piped.flac")
+        np.testing.assert_array_equal(got.audio, expected.audio)  # lossless: the same samples
+        assert got.seconds == 2.5 and not got.cropped
+    assert audio_seconds(path) == 2.5
+    part = decode(data, RATE, "piped.flac", max_seconds=1.0)  # the rest is not decoded, so its length stays unknown
+    assert len(part.audio) == RATE and part.cropped and part.seconds == 1.0
+
+
+# ---------------------------------------------------------------- what is not a file is refused unopened
+def test_links_to_nothing_loops_devices_sockets_and_folders_are_refused_and_a_fifo_is_not_opened(tmp_path):
+    (tmp_path / "dangling.wav").symlink_to("gone.wav")
+    (tmp_path / "loop1.wav").symlink_to("loop2.wav")
+    (tmp_path / "loop2.wav").symlink_to("loop1.wav")
+    (tmp_path / "folder.wav").symlink_to(tmp_path)
+    os.mkfifo(tmp_path / "fifo.wav")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock.wav"))
+        expected = {"dangling.wav": ("missing_file", "dangling.wav: a link to gone.wav, which does not exist"),
+                    "loop1.wav": ("unreadable_audio", "loop1.wav: cannot be opened (Too many levels of symbolic "
+                                                      "links)"),
+                    "folder.wav": ("unsupported_format", "folder.wav: a link to a folder, not followed"),
+                    "sock.wav": ("unsupported_format", "sock.wav: a socket, not an audio file"),
+                    "null": ("unsupported_format", "null: a character device, not an audio file")}
+        for name, (reason, words) in expected.items():
+            path = "/dev/null" if name == "null" else tmp_path / name
+            with pytest.raises(AudioError) as err:
+                decode(str(path), RATE, name)
+            assert (err.value.reason, str(err.value)[:len(words)]) == (reason, words)
+        fifo = not_a_file(tmp_path / "fifo.wav", "fifo.wav")  # looked at, not opened: returns with no writer
+        assert (fifo.reason, str(fifo)) == ("unsupported_format",
+                                            "fifo.wav: a FIFO (named pipe), not an audio file; not read")
+        assert not_a_file(tmp_path / "fifo.wav", "fifo.wav", allow_pipe=True) is None
+
+
+def test_a_named_pipe_given_as_a_file_is_read_as_cat_reads_it(tmp_path):
+    """`acento-predict <(curl ...)` gives a pipe: it is read whole (at most MAX_PIPE_BYTES), then decoded."""
+    out = io.BytesIO()
+    sf.write(out, tone(1.0, rate=RATE), RATE, format="WAV")
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(out.getvalue(),))
+    writer.start()
+    got = decode(str(fifo), RATE, "stream.wav")
+    writer.join()
+    np.testing.assert_array_equal(got.audio, decode(out.getvalue(), RATE, "memory").audio)

@@ -1,5 +1,6 @@
 import argparse
 import json
+import unicodedata
 
 import pandas as pd
 import pytest
@@ -121,6 +122,7 @@ def test_more_folds_than_speakers_is_a_clear_error(tmp_path):
 
 def test_fewer_than_two_classes_is_a_clear_error(tmp_path):
     rows = [r for r in balanced_rows() if r["accents"] == NORTE]
+    rows += [{"client_id": speaker_id(70), "path": "one.mp3", "accents": MEXICO}]  # one speaker: below min_speakers
     with pytest.raises(StageError, match="fewer than two classes left"):
         run(tmp_path, rows)
 
@@ -128,7 +130,7 @@ def test_fewer_than_two_classes_is_a_clear_error(tmp_path):
 def test_stage_writes_manifest_and_metrics(tmp_path):
     locale = make_release(tmp_path, balanced_rows(speakers_per_class=3, clips_per_speaker=2))
     (tmp_path / "release.json").write_text(json.dumps({"root": str(locale)}))
-    prepare_run(params(), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
+    prepare_run(params(**{"data.classes": TWO_CLASSES}), argparse.Namespace(release=tmp_path / "release.json", out=tmp_path / "m.tsv",
                                               metrics=tmp_path / "data.json"))
     manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t")
     assert list(manifest.columns) == ["clip", "audio_path", "speaker", "accents", "label", "split", "fold",
@@ -217,3 +219,76 @@ def test_without_clip_durations_vbr_mp3_lengths_are_counted_not_estimated(tmp_pa
                                        "data.max_seconds": 5.0, **SINGLE_SPLIT}).data, locale)
     assert len(frame) == len(rows) and not metrics["dropped"]["too_short"] + metrics["dropped"]["too_long"]
     assert frame["duration"].tolist() == pytest.approx([4.0] * len(rows), abs=0.06)
+
+
+def test_accents_typed_with_decomposed_letters_format_characters_or_spaces_match_their_class(tmp_path):
+    """The TSVs' accents and data.classes' are compared canonically (NFC, no format characters, no
+    surrounding spaces), so none of these rows is dropped as unmapped_accent; the manifest has the canonical text."""
+    nfd = unicodedata.normalize("NFD", MEXICO)
+    assert nfd != MEXICO
+    rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)  # espana: 0, 2, 4; america: 1, 3, 5
+    typed = [nfd, f"{MEXICO} ", f"\u200b{MEXICO}", f"{MEXICO}\ufeff", f"\u00a0{MEXICO}\u200d",
+             f"{nfd} ,porteño", f"porteño|\u2060{MEXICO} "]
+    rows += [{"client_id": speaker_id(1), "path": f"typed{i}.mp3", "accents": a} for i, a in enumerate(typed)]
+    rows[0]["accents"] = f"{NORTE}\u200b ,catalán"  # a preset with commas, then free text (up to v20)
+    classes = {"espana": [f" {NORTE}\u200e"], "america": [nfd]}  # params.yaml typed the same ways
+    frame, metrics = run(tmp_path, rows, **{**SINGLE_SPLIT, "data.classes": classes, "data.min_speakers": 1})
+    assert metrics["dropped"]["unmapped_accent"] == 0 and len(frame) == len(rows)
+    assert frame.groupby("label").size().to_dict() == {"america": 3 + len(typed), "espana": 3}
+    assert frame.loc[frame["clip"] == "typed5.mp3", "accents"].item() == f"{MEXICO}|porteño"
+    assert frame.loc[frame["clip"] == rows[0]["path"], "accents"].item() == f"{NORTE}|catalán"
+    assert set(frame["accents"]) == {NORTE, MEXICO, f"{MEXICO}|porteño", f"porteño|{MEXICO}", f"{NORTE}|catalán"}
+
+
+def test_every_configured_accent_that_matches_no_row_is_named_and_an_empty_class_refused(tmp_path, capsys):
+    rows = balanced_rows(speakers_per_class=3, clips_per_speaker=1)
+    spelt = "España: Norte peninsular"  # not the preset's full text
+    classes = {"espana": [NORTE, spelt], "america": [MEXICO]}
+    frame, _ = run(tmp_path / "a", [dict(r) for r in rows], **{**SINGLE_SPLIT, "data.classes": classes})
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: accent {spelt!r} of data.classes.espana matches no row of validated.tsv; check its spelling "
+        "against the release's accents"]
+    assert set(frame["label"]) == {"espana", "america"}
+    # a class none of whose accents is in the release would vanish from the model: named, then refused
+    classes = {**classes, "caribe": [CARIBE, "Caribe"]}
+    with pytest.raises(StageError, match=r"no clip left for class\(es\) caribe of data.classes .* remove the class"):
+        run(tmp_path / "b", [dict(r) for r in rows], **{**SINGLE_SPLIT, "data.classes": classes})
+    err = capsys.readouterr().err.splitlines()
+    assert err[1] == (f"warning: class 'caribe' matches no row of validated.tsv: none of its accents ({CARIBE!r}, "
+                      "'Caribe') is there; check data.classes.caribe against the release's accents")
+    assert len(err) == 2
+    # its only rows dropped by a filter: refused too (the class is there, but has nothing to learn from)
+    rows += [{"client_id": speaker_id(80), "path": "car.mp3", "accents": CARIBE, "down_votes": 5}]
+    with pytest.raises(StageError, match=r"class\(es\) caribe .*'down_voted': 1"):
+        run(tmp_path / "c", [dict(r) for r in rows], **{**SINGLE_SPLIT, "data.classes": {**classes, "caribe": [CARIBE]}})
+
+
+def test_a_speaker_with_clips_of_two_classes_keeps_only_its_majority_class(tmp_path, capsys):
+    """Known answer: speaker 90 (3 norte clips, 1 caribe) stays norte; speaker 91 (2 mexico, 2 caribe) is tied
+    and dropped whole; caribe keeps its 2 own speakers, so it no longer reaches data.min_speakers 3."""
+    rows = balanced_rows(speakers_per_class=4, clips_per_speaker=2)
+    rows += [{"client_id": speaker_id(60 + n), "path": f"car{n}.mp3", "accents": CARIBE} for n in range(2)]
+    rows += [{"client_id": speaker_id(90), "path": f"mixed{k}.mp3", "accents": a}
+             for k, a in enumerate([NORTE, NORTE, CARIBE, NORTE])]
+    rows += [{"client_id": speaker_id(91), "path": f"tied{k}.mp3", "accents": a}
+             for k, a in enumerate([MEXICO, CARIBE, CARIBE, MEXICO])]
+    classes = {"espana": [NORTE], "america": [MEXICO], "caribe": [CARIBE]}
+    frame, metrics = run(tmp_path, rows, **{**SINGLE_SPLIT, "data.classes": classes, "data.min_speakers": 3})
+    assert (metrics["dropped"]["speaker_other_accent"], metrics["dropped"]["too_few_speakers"]) == (1 + 4, 2)
+    assert (frame.groupby("speaker")["label"].nunique() == 1).all()
+    assert sorted(frame.loc[frame["speaker"] == speaker_id(90), "clip"]) == ["mixed0.mp3", "mixed1.mp3", "mixed3.mp3"]
+    assert speaker_id(91) not in set(frame["speaker"])
+    assert metrics["speakers"]["train"]["espana"] + metrics["speakers"]["dev"]["espana"] + \
+        metrics["speakers"]["test"]["espana"] == 5
+    assert set(frame["label"]) == {"espana", "america"}
+    assert len(frame) + sum(metrics["dropped"].values()) == len(rows)
+    assert ("warning: 2 speaker(s) have clips of two or more classes: each keeps its majority class (1 tied, "
+            "dropped whole); 5 clip(s) dropped as speaker_other_accent") in capsys.readouterr().err
+
+
+def test_a_dev_share_too_small_for_the_speakers_is_one_line_naming_it(tmp_path):
+    rows = balanced_rows(speakers_per_class=10, clips_per_speaker=2)  # 20 speakers, 16 outside each test fold
+    with pytest.raises(StageError) as err:
+        run(tmp_path, rows, **{"data.split.train": 0.79, "data.split.dev": 0.01})
+    assert str(err.value) == ("data.split.dev = 0.01 makes each fold's dev split 1/80 of its other speakers "
+                              "(dev / (train + dev)), but fold 0 leaves 16 of them; raise data.split.dev")

@@ -11,7 +11,7 @@ from acento.audio.decode import AudioError, load_audio
 from acento.audio.logmel import LogMel, mel_filterbank, trim_bounds
 from acento.errors import StageError
 from acento.features.build import build_cache
-from acento.features.cache import SplitData
+from acento.features.cache import FORMAT_VERSION, SplitData
 from tests.helpers import params, tone
 
 
@@ -39,7 +39,7 @@ def test_layout_shapes_dtypes_and_offsets(tmp_path, workers):
     with h5py.File(out) as h5:
         assert json.loads(h5.attrs["classes"]) == ["a", "b"]
         assert json.loads(h5.attrs["features"]) == dataclasses.asdict(cfg)
-        assert (h5.attrs["format"], h5.attrs["version"], h5.attrs["folds"]) == ("acento-features", 2, 0)
+        assert (h5.attrs["format"], h5.attrs["version"], h5.attrs["folds"]) == ("acento-features", 3, 0)
         g = h5["clips"]
         assert g["frames"].dtype == np.float16 and g["frames"].shape[1] == cfg.n_mels
         lengths, offsets = g["lengths"][()], g["offsets"][()]
@@ -135,7 +135,7 @@ def test_a_fold_the_cache_lacks_or_an_old_cache_is_one_line_to_rebuild(tmp_path)
         h5.attrs.update({"classes": "[]", "features": "{}", "mean": np.zeros(2), "std": np.ones(2)})
     with pytest.raises(StageError) as err:
         SplitData(old, "train")
-    assert str(err.value) == (f"{old}: a feature cache of an older format (this version reads format 2); "
+    assert str(err.value) == (f"{old}: a feature cache of an older format (this version reads format {FORMAT_VERSION}); "
                               "rebuild: dvc repro --force features")
 
 

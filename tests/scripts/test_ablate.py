@@ -1,6 +1,7 @@
 """The ablation study's bookkeeping: cumulative variants, valid overrides, and one table from several runs."""
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -362,3 +363,25 @@ def test_fold_workers_leave_the_repositorys_vscode_signal_files_alone(tmp_path, 
     dvclive.live.mark_dvclive_step_completed(2)
     dvclive.live.mark_dvclive_only_started("x")
     assert list((tmp_path / ".dvc/tmp/exps/run").iterdir()) == []
+
+
+def test_a_killed_ablations_scratch_folder_is_removed_by_the_next_run(tmp_path, monkeypatch, capsys):
+    """The scratch folder is named after its process (acento-ablate-PID-...): one left by a killed run
+    (SIGKILL runs no cleanup) goes at the next run; the run's own goes at its end, even a failed one."""
+    import tempfile
+
+    import ablate
+
+    from tests.test_runtime import dead_pid
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / f"acento-ablate-{dead_pid()}-k1ll3d"
+    (stale / "caches-0123").mkdir(parents=True)
+    made = []
+    monkeypatch.setattr(ablate, "build_feature_cache",
+                        lambda params, folder, extra: (made.append(folder), (folder / "cache.h5", 5))[1])
+    assert ablate.main(["--variants", "default", "--folds", "7", "--out", str(tmp_path / "out")]) == 2
+    assert "error: --folds 7" in capsys.readouterr().err
+    [scratch] = made
+    assert scratch.name.startswith(f"acento-ablate-{os.getpid()}-") and scratch.parent == tmp_path
+    assert not stale.exists() and not scratch.exists()

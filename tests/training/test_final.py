@@ -1,7 +1,14 @@
 """The deployable model: one network per fold, written as one ensemble that predict, serve and score load."""
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +61,77 @@ def test_predict_serve_and_score_use_the_final_model_once_it_exists(tmp_path, mo
     FINAL_MODEL.write_bytes(b"")
     assert deployed_model() == FINAL_MODEL
     os.remove(FINAL_MODEL)
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is `pid` (Linux /proc; zombies count as gone)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state not in "ZX":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in "ZX"
+
+
+def _wait_for(condition, deadline_s: float, what: str, proc=None):
+    """Polls `condition` until it returns something true (returned) or `deadline_s` passes (pytest.fail)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before {what}: {proc.stdout.read()}")
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within {deadline_s:.0f} s")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_final_run_takes_its_fold_workers_with_it_and_the_next_run_removes_its_scratch(
+        tmp_path, monkeypatch):
+    """SIGKILL (as the OOM killer sends it) of the process training the folds: its workers end (they used to
+    train on for minutes), and its scratch folder in the temp directory is removed by the next run."""
+    from acento.training.final import main
+    from tests.helpers import MEXICO, NORTE, ROOT, balanced_rows, make_release, params_file, tiny
+
+    locale = make_release(tmp_path / "release", balanced_rows(speakers_per_class=4, clips_per_speaker=2))
+    settings = params_file(tmp_path, **tiny(epochs=100_000), **{
+        "data.source": str(locale.parent), "data.classes": {"norte": [NORTE], "mexico": [MEXICO]},
+        "data.folds": 2, "data.min_speakers": 1})
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    args = ["--params", str(settings), "--out", str(tmp_path / "f.pt"), "--report", str(tmp_path / "f.json"),
+            "--workers", "2", "--cache-dir", str(tmp_path / "cache")]
+    parent = subprocess.Popen([sys.executable, "-m", "acento.training.final", *args], cwd=ROOT,
+                              env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    workers: set[int] = set()
+    try:
+        # a worker is training once it has made its run folder in the scratch folder
+        _wait_for(lambda: list(temp.glob(f"acento-final-{parent.pid}-*/final-lstm-*")), 180,
+                  "fold run started", parent)
+        workers = _wait_for(lambda: _children(parent.pid), 30, "worker process", parent)
+        [scratch] = temp.glob(f"acento-final-{parent.pid}-*")
+        parent.kill()
+        parent.wait()
+        _wait_for(lambda: not any(_alive(w) for w in workers), 30, "end of the workers")
+        assert scratch.is_dir()  # nothing could remove it: SIGKILL runs no cleanup
+        # the next run (here one that stops at a missing release) removes it, as its owner is gone
+        monkeypatch.setattr(tempfile, "tempdir", str(temp))
+        assert main([*args, "--set", f"data.source={tmp_path / 'absent'}"]) == 2
+        assert not scratch.exists() and not list(temp.glob("acento-*"))
+    finally:
+        for pid in workers | ({parent.pid} if parent.poll() is None else set()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
