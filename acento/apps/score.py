@@ -39,7 +39,8 @@ from acento.corpus.prepare import labelled_clips
 from acento.corpus.records import split_accents
 from acento.corpus.release import ARCHIVE_SUFFIXES, extract_release, find_locale_dir
 from acento.errors import StageError
-from acento.evaluation.metrics import classification_metrics
+from acento.evaluation.metrics import classification_metrics, speaker_decisions
+from acento.evaluation.stats import pooled_balanced_accuracy
 from acento.evaluation.outputs import write_predictions
 from acento.files import write_json
 from acento.model.accent_model import AccentModel, ModelFileError, speaker_hash
@@ -166,6 +167,7 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
               "averaged metric and reported with support 0", file=sys.stderr)
     confusion = np.zeros((len(targets), len(targets)), dtype=int)
     np.add.at(confusion, (labels, probs_arr.argmax(1)), 1)
+    metrics["speaker_balanced_accuracy"] = speaker_balanced_accuracy(rows["speaker"].to_numpy(), labels, probs_arr)
     metrics["heard_speakers"] = heard_speakers(model, rows["speaker"].to_numpy(), labels, probs_arr, targets)
     metrics.update({"model": model.cell, "model_sha256": model.sha256, "release": str(locale_dir),
                     "classes": targets, "merge": {c: t for c, t in merge.items() if c != t},
@@ -174,6 +176,15 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
     predictions = {"clips": rows["clip"].tolist(), "speakers": rows["speaker"].tolist(),
                    "labels": rows["label"].tolist(), "probs": probs_arr}
     return metrics, predictions
+
+
+def speaker_balanced_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict:
+    """{"value", "ci_low", "ci_high"}: the balanced accuracy of one decision per speaker (the class of highest
+    summed probability over their clips: `acento.evaluation.metrics.speaker_decisions`) against their true
+    class, each class's recall over its speakers, with a 95% bootstrap interval over speakers
+    (`acento.evaluation.stats.pooled_balanced_accuracy` with one row per speaker)."""
+    ids, truth, decided = speaker_decisions(speakers, labels, probs)
+    return {k: round(v, 4) for k, v in pooled_balanced_accuracy(ids, truth, decided).items()}
 
 
 def heard_speakers(model: AccentModel, speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray,
@@ -249,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     print(f"{model.cell} on {metrics['clips']} clips of {metrics['speakers']} speakers ({', '.join(targets)}): "
           f"balanced accuracy {metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, speaker "
-          f"accuracy {metrics['speaker_accuracy']:.3f}" + (f"; {failed} clip(s) not decodable" if failed else "")
+          f"accuracy {metrics['speaker_accuracy']:.3f}, speaker balanced accuracy "
+          f"{metrics['speaker_balanced_accuracy']['value']:.3f} [{metrics['speaker_balanced_accuracy']['ci_low']:.3f}, "
+          f"{metrics['speaker_balanced_accuracy']['ci_high']:.3f}]" + (f"; {failed} clip(s) not decodable" if failed else "")
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 

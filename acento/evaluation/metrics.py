@@ -42,20 +42,25 @@ def macro_f1(labels: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_score(labels, pred, labels=present_classes(labels), average="macro", zero_division=0))
 
 
-def speaker_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> float:
-    """Share of speakers whose decision, the class of highest summed probability over their clips,
-    is their true class.
+def speaker_decisions(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(speaker ids [speakers], true class [speakers], decided class [speakers]), sorted by id: a speaker's
+    decision is the class of highest summed probability over their clips; their true class the class of
+    their clips (if they differ, the class most of them carry, ties to the lower index).
 
-    speakers: [clips] ids; labels: [clips] int (a speaker's clips share one class; if not, the class
-    most of their clips carry, ties to the lower index); probs: [clips, classes].  Summing
-    probabilities rather than counting votes leaves no ties in practice (a 2-2 vote would otherwise be
-    settled by class index, in favour of class 0's speakers).
+    speakers: [clips] ids; labels: [clips] int; probs: [clips, classes].  Summing probabilities rather than
+    counting votes leaves no ties in practice (a 2-2 vote would otherwise be settled by class index, in
+    favour of class 0's speakers).
     """
     frame = pd.DataFrame(probs).assign(speaker=speakers)
     summed = frame.groupby("speaker", sort=True).sum()
     truth = pd.Series(labels).groupby(pd.Series(speakers)).agg(lambda s: s.value_counts().sort_index().idxmax())
-    decided = summed.to_numpy().argmax(1)
-    return float((decided == truth.loc[summed.index].to_numpy()).mean())
+    return summed.index.to_numpy(), truth.loc[summed.index].to_numpy(), summed.to_numpy().argmax(1)
+
+
+def speaker_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> float:
+    """Share of speakers whose decision (`speaker_decisions`) is their true class."""
+    _, truth, decided = speaker_decisions(speakers, labels, probs)
+    return float((decided == truth).mean())
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, speakers: np.ndarray,
