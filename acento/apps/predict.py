@@ -6,8 +6,15 @@ params.yaml.  A file that cannot be read is reported and the rest are still clas
 of a folder that is no file (a link to nothing, a loop of links, a FIFO, a socket, a device), never opened.
 A model whose scores are not finite numbers is refused with one line: nothing prints NaN.
 
+With --by-speaker, clips are grouped into speakers by folder and each speaker gets one decision: the class
+of highest summed probability over the speaker's clips (the rule of `evaluate`'s speaker accuracy), with the
+mean probability of that class as its confidence.  A clip's speaker is the first folder under the folder
+given (speakers/ana/1.mp3: ana), or the folder holding it when it lies directly in the folder given or is
+given by name (ana/1.mp3: ana).
+
   python -m acento.apps.predict recordings/            # a table
   acento-predict --json --top 3 a.mp3 b.wav          # one JSON object per line
+  acento-predict --by-speaker speakers/              # one line per sub-folder of speakers/
 """
 
 from __future__ import annotations
@@ -29,6 +36,35 @@ from acento.model.accent_model import AccentModel, ModelFileError, Prediction
 from acento.runtime import available_cores, resolve_count, select_device
 
 FEW_FILES = 8  # up to this many files are decoded in this process: a process pool costs more than it saves
+
+
+def speaker_of(path: Path, inputs: list[str]) -> str:
+    """The speaker of a collected file (--by-speaker): the first folder under the input folder holding it,
+    else the name of the folder it lies in."""
+    for root in map(Path, inputs):
+        if root.is_dir() and path.is_relative_to(root) and len(path.relative_to(root).parts) > 1:
+            return path.relative_to(root).parts[0]
+    return path.absolute().parent.name
+
+
+def by_speaker(results: list[dict], speakers: list[str], classes: list[str]) -> list[dict]:
+    """One decision per speaker, in order of first appearance: {"speaker", "label", "confidence", "probs" (the
+    mean over the speaker's classified clips), "clips", "failed"}; label None if no clip could be classified.
+    The label is the class of highest summed probability (`acento.evaluation.metrics.speaker_decisions`'
+    rule), the confidence its mean probability."""
+    grouped: dict[str, list[dict]] = {}
+    for speaker, result in zip(speakers, results):
+        grouped.setdefault(speaker, []).append(result)
+    out = []
+    for speaker, rows in grouped.items():
+        probs = np.array([[r["probs"][c] for c in classes] for r in rows if "error" not in r]).reshape(-1, len(classes))
+        mean = probs.mean(0) if len(probs) else None
+        best = int(np.argmax(mean)) if mean is not None else None
+        out.append({"speaker": speaker, "label": None if best is None else classes[best],
+                    "confidence": None if best is None else round(float(mean[best]), 4),
+                    "probs": {} if mean is None else {c: round(float(p), 4) for c, p in zip(classes, mean)},
+                    "clips": len(probs), "failed": len(rows) - len(probs)})
+    return out
 
 
 def collect(inputs: list[str]) -> tuple[list[Path], dict[Path, AudioError]]:
@@ -105,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="clips per inference batch (default: 64)")
     parser.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores (default)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    parser.add_argument("--by-speaker", action="store_true",
+                        help="one decision per speaker (a folder per speaker) instead of one per file")
     args = parser.parse_args(argv)
     if args.top < 0 or args.batch_size < 1 or args.workers < 0:
         parser.error("--top must be >= 0, --batch-size >= 1 and --workers >= 0")
@@ -124,16 +162,27 @@ def main(argv: list[str] | None = None) -> int:
     top = args.top or len(model.classes)
     failed = 0
     if not args.json:
-        print("file\tlabel\tprobabilities")
+        print("speaker\tlabel\tconfidence\tclips\tfailed" if args.by_speaker else "file\tlabel\tprobabilities")
+    results = []
     try:
         with np.errstate(all="ignore"):  # a model that overflows is reported below, in one line
             for result in classify_files(files, model, workers, refused):
                 failed += "error" in result
+                if args.by_speaker:
+                    results.append(result)
+                    if "error" in result:
+                        print(f"{result['file']}: {result['error']}", file=sys.stderr)
+                    continue
                 print(json.dumps(result, ensure_ascii=False, allow_nan=False) if args.json else
                       format_row(result, top), flush=True)
     except (StageError, NonFiniteScores) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.by_speaker:
+        for row in by_speaker(results, [speaker_of(f, args.inputs) for f in files], model.classes):
+            print(json.dumps(row, ensure_ascii=False, allow_nan=False) if args.json else
+                  f"{row['speaker']}\t{row['label'] or 'ERROR'}\t"
+                  f"{'' if row['confidence'] is None else format(row['confidence'], '.3f')}\t{row['clips']}\t{row['failed']}")
     if failed:
         print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
     return 1 if failed else 0

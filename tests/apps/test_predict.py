@@ -199,3 +199,42 @@ def test_a_folder_of_nothing_but_special_entries_exits_non_zero_with_a_line_each
     assert out.splitlines()[1:] == [f"{folder / name}\tERROR\t{expected[name].format(folder / name)}"
                                     for name in sorted(expected)]
     assert code == 1 and err == "5 of 5 file(s) could not be classified\n"
+
+
+def test_one_decision_per_speaker_on_summed_probabilities(trained_model, tmp_path, capsys):
+    """speakers/ana (two high tones, one low, one broken file) and speakers/ben (one low tone): each speaker's
+    decision is the class of highest mean probability over their classified clips, known from the per-file run."""
+    ana, ben = tmp_path / "speakers" / "ana", tmp_path / "speakers" / "ben"
+    for folder, freqs in ((ana, (900, 950, 250)), (ben, (260,))):
+        folder.mkdir(parents=True)
+        for i, freq in enumerate(freqs):
+            sf.write(folder / f"{i}.wav", tone(0.8, rate=16000, freq=freq, seed=i), 16000)
+    (ana / "broken.mp3").write_bytes(b"\xff\xfb" + b"garbage" * 100)
+    (ana / "session2").mkdir()
+    sf.write(ana / "session2" / "3.wav", tone(0.8, rate=16000, freq=920, seed=3), 16000)  # still ana
+    code, out, _ = run(capsys, "--model", trained_model, "--json", tmp_path / "speakers")
+    per_file = {Path(r["file"]).parent.name + "/" + Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    code, out, err = run(capsys, "--model", trained_model, "--json", "--by-speaker", tmp_path / "speakers")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and "broken.mp3: unreadable_audio" in err and [r["speaker"] for r in rows] == ["ana", "ben"]
+    for row, names in zip(rows, (["ana/0.wav", "ana/1.wav", "ana/2.wav", "session2/3.wav"], ["ben/0.wav"])):
+        mean = {c: np.mean([per_file[n]["probs"][c] for n in names]) for c in ("high", "low")}
+        assert row["label"] == max(mean, key=mean.get) and row["clips"] == len(names)
+        assert row["confidence"] == pytest.approx(mean[row["label"]], abs=2e-4)
+    assert (rows[0]["failed"], rows[1]["failed"]) == (1, 0)
+    # one person's folder given directly: the folder is the speaker
+    code, out, _ = run(capsys, "--model", trained_model, "--by-speaker", ben)
+    assert code == 0 and out.splitlines()[0] == "speaker\tlabel\tconfidence\tclips\tfailed"
+    assert out.splitlines()[1].split("\t")[0::3] == ["ben", "1"]
+
+
+def test_by_speaker_sums_probabilities_rather_than_counting_votes():
+    from acento.apps.predict import by_speaker
+
+    results = [{"probs": {"a": 0.55, "b": 0.45}}, {"probs": {"a": 0.55, "b": 0.45}}, {"probs": {"a": 0.1, "b": 0.9}},
+               {"error": "unreadable_audio"}, {"error": "missing_file"}]
+    rows = by_speaker(results, ["x", "x", "x", "x", "y"], ["a", "b"])
+    # x: votes 2-1 for a, but mean probabilities a 0.4, b 0.6 -> b; y: nothing classified
+    assert rows == [{"speaker": "x", "label": "b", "confidence": 0.6, "probs": {"a": 0.4, "b": 0.6}, "clips": 3,
+                     "failed": 1},
+                    {"speaker": "y", "label": None, "confidence": None, "probs": {}, "clips": 0, "failed": 1}]
