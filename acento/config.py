@@ -73,6 +73,7 @@ class DataConfig:
     max_seconds: float = field(metadata=_check(min=0, min_exclusive=True))
     max_clips_per_speaker: int = field(metadata=_check(min=0))
     max_clips_per_class: int = field(metadata=_check(min=0))
+    unlabelled_clips: int = field(metadata=_check(min=0))
     split_by: str = field(metadata=_check(choices=("speaker", "clip")))
     split: SplitConfig
     folds: int = field(metadata=_check(min=0))
@@ -163,9 +164,22 @@ class TrainConfig:
     label_smoothing: float = field(metadata=_check(min=0, max=1, max_exclusive=True))  # 1: uniform targets
     ema: float = field(metadata=_check(min=0, max=1, max_exclusive=True))  # 1: the initial weights forever
     dev_speakers: str = field(metadata=_check(choices=("select", "train")))
+    init: str = field(metadata=_check(choices=("scratch", "pretrained")))
     specaugment: SpecAugmentConfig
     augment: AugmentConfig
     adversary: AdversaryConfig
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    objective: str = field(metadata=_check(choices=("masked", "apc")))
+    epochs: int = field(metadata=_check(min=0))
+    batch_size: int = field(metadata=_check(min=1))
+    lr: float = field(metadata=_check(min=0, min_exclusive=True))
+    mask_share: float = field(metadata=_check(min=0, max=1, min_exclusive=True, max_exclusive=True))
+    mask_span: int = field(metadata=_check(min=1))
+    apc_shift: int = field(metadata=_check(min=1))
+    seed: int = field(metadata=_check(min=0))
 
 
 @dataclass(frozen=True)
@@ -186,6 +200,7 @@ class Params:
     normalise: NormaliseConfig
     rnn: RNNConfig
     train: TrainConfig
+    pretrain: PretrainConfig
     runtime: RuntimeConfig
 
 
@@ -303,6 +318,13 @@ def _cross_check(p: Params) -> None:
                           f"which needs 'train.schedule' cosine or constant (is {t.schedule}) and "
                           f"'train.early_stopping_patience' 0 (is {t.early_stopping_patience}): "
                           "both read the dev split")
+    if p.pretrain.objective == "apc" and p.rnn.bidirectional:
+        raise ConfigError("params.yaml: 'pretrain.objective' is 'apc' (predicting future frames), which needs "
+                          "'rnn.bidirectional' false: a backward direction reads the frames it is to predict; use "
+                          "'masked' for bidirectional networks")
+    if p.train.init == "pretrained" and p.pretrain.epochs == 0:
+        raise ConfigError("params.yaml: 'train.init' is 'pretrained' but 'pretrain.epochs' is 0 (no encoder is "
+                          "pretrained); set pretrain.epochs > 0 (and data.unlabelled_clips > 0), or train.init: scratch")
     if p.rnn.frontend_kernel % 2 == 0:
         raise ConfigError(f"params.yaml: 'rnn.frontend_kernel' is {p.rnn.frontend_kernel}; it must be odd "
                           "(centred convolutions keep ceil(frames / stride) frames)")

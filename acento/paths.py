@@ -31,6 +31,15 @@ FINAL_MODEL = Path("models/final.pt")                # final (`make final-model`
 FINAL_REPORT = Path("reports/final.json")            # final: its members' cross-validated scores
 
 
+ENCODER_FILE = Path("models/encoder.pt")             # pretrain: the encoder pretrained on the unlabelled pool
+
+
+PRETRAIN_METRICS = Path("metrics/pretrain.json")     # pretrain: objective, pool size, final loss
+
+
+PRETRAINING_CURVES = Path("metrics/pretraining")     # pretrain: dvclive curve of the loss per epoch
+
+
 TRAIN_METRICS = Path("metrics/train.json")           # train: best dev scores, timing
 
 

@@ -34,8 +34,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
     write_manifest(rows, args.out)
     write_json(args.metrics, metrics)
     totals = {p: sum(counts.values()) for p, counts in metrics["clips"].items()}
-    print(f"kept {len(rows)} clips ({', '.join(f'{p} {n}' for p, n in totals.items())}) of "
-          f"{rows['speaker'].nunique()} speakers -> {args.out}; dropped: "
+    pool = metrics["pool"]
+    unlabelled = f"; unlabelled pool {pool['clips']} clips of {pool['speakers']} speakers" if pool["clips"] else ""
+    print(f"kept {len(rows) - pool['clips']} labelled clips ({', '.join(f'{p} {n}' for p, n in totals.items())}) "
+          f"of {rows['speaker'].nunique() - pool['speakers']} speakers{unlabelled} -> {args.out}; dropped: "
           f"{ {k: v for k, v in metrics['dropped'].items() if v} }")
 
 

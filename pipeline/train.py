@@ -23,6 +23,7 @@ from acento.console import run_stage
 from acento.evaluation.metrics import describe_kept_epoch
 from acento.files import write_json
 from acento.paths import (
+    ENCODER_FILE,
     FEATURE_CACHE,
     MODEL_FILE,
     TRAIN_CHECKPOINT,
@@ -35,7 +36,7 @@ from acento.training.trainer import TIMING_KEYS, train
 
 def run(params: Params, args: argparse.Namespace) -> None:
     metrics = train(params, Path(args.cache), Path(args.out), Path(args.live),
-                    checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+                    checkpoint=Path(args.checkpoint) if args.checkpoint else None, encoder=Path(args.encoder))
     write_json(args.metrics, {k: v for k, v in metrics.items() if k not in TIMING_KEYS})
     write_json(args.timing, {k: metrics[k] for k in TIMING_KEYS})
     print(f"{params.model}: {describe_kept_epoch(metrics)}, {metrics['train_seconds']:.0f} s -> {args.out}")
@@ -43,6 +44,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=FEATURE_CACHE, help=f"HDF5 feature cache (default: {FEATURE_CACHE})")
+    parser.add_argument("--encoder", default=ENCODER_FILE,
+                        help=f"pretrained encoder to start from with train.init: pretrained (default: {ENCODER_FILE})")
     parser.add_argument("--out", default=MODEL_FILE, help=f"model file to write (default: {MODEL_FILE})")
     parser.add_argument("--metrics", default=TRAIN_METRICS, help=f"metrics to write (default: {TRAIN_METRICS})")
     parser.add_argument("--timing", default=TRAIN_TIMING,

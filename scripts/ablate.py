@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from acento.config import CELLS, PARAMS_FILE
-from acento.evaluation.crossval import build_feature_cache, parse_overrides, run_folds
+from acento.evaluation.crossval import build_feature_cache, parse_overrides, pretrained_encoder, run_folds
 from acento.files import atomic_path, write_json
 from acento.model.presets import PRESETS, preset_overrides
 from acento.paths import ABLATION_JSON, ABLATION_REPORT
@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="train on this share of each fold's training speakers of each class (dev and test "
                              "unchanged): a point of the learning curve; rows are named VARIANT@FRACTION "
                              "(default: %(default)s)")
+    parser.add_argument("--self-train", type=float, default=None, metavar="MIN_CONFIDENCE",
+                        help="self-training: each fold's model labels the unlabelled pool's speakers (needs "
+                             "data.unlabelled_clips > 0) that it gives a mean probability of at least this, and a "
+                             "second run trains on them too; rows are named VARIANT+stMIN_CONFIDENCE, and the "
+                             "first run's scores are kept as teacher_probs in --predictions (default: off)")
     parser.add_argument("--folds", nargs="+", type=int, default=None, metavar="FOLD",
                         help="test folds to run (default: every fold of data.folds): the pooled score then covers "
                              "only these folds' speakers, and the rows are named VARIANT~fFOLD,... (a long run "
@@ -203,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown variant(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
+    if args.self_train is not None and not 0 <= args.self_train <= 1:
+        print(f"error: --self-train {args.self_train}: give a probability in [0, 1]", file=sys.stderr)
+        return 2
     if not 0 < args.train_fraction <= 1:
         print(f"error: --train-fraction {args.train_fraction}: give a share in (0, 1]", file=sys.stderr)
         return 2
@@ -225,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or [None]
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
             (f"x{len(seeds)}seeds" if len(seeds) > 1 else "") + \
-            ("" if len(test_folds) == folds else "~f" + ",".join(map(str, test_folds)))
+            ("" if len(test_folds) == folds else "~f" + ",".join(map(str, test_folds))) + \
+            ("" if args.self_train is None else f"+st{args.self_train:g}")
+        encoders = {(v, c): pretrained_encoder(args.params, {**table[v], **extra}, c, cache)
+                    for v in chosen for c in args.cells}
         jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f,
-                 "seed": seed, "cache": str(cache),
+                 "seed": seed, "cache": str(cache), "encoder": str(encoders[v, c] or ""), "self_train": args.self_train,
                  "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch),
                  **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
                     if args.keep_models else {})}

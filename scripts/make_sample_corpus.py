@@ -619,26 +619,37 @@ def make_speakers(rng: random.Random, per_class: int, clips: int, design: Design
     for _ in range(2):  # two accents of different classes: ambiguous
         a, b = rng.sample(names, 2)
         plan.append((a, f"{CLASSES[a]},{CLASSES[b]}", 2, False))
-    speakers = []
-    for n, (cls, accents, n_clips, labelled) in enumerate(plan):
-        rates = draw_rates(rng, cls)
-        # Drawn only where the design has the full-rate regime, so the sample's random stream is unchanged.
-        full_rate = design.full_rate_share > 0 and rng.random() < design.full_rate_share
-        if full_rate:
-            rates = {rule: 1.0 for rule in rates}
-        rate = rng.random()
-        speakers.append(Speaker(
-            client_id=hashlib.sha512(f"{design.speaker_salt}-speaker-{n}".encode()).hexdigest(),
-            accent_class=cls, rates=tuple(sorted(rates.items())),
-            voice=rng.choice(["es", "es-419"]), variant=rng.choice(VARIANTS),
-            pitch=rng.randint(20, 80), speed=rng.randint(130, 185),
-            gain_db=round(rng.uniform(-10.0, -1.0), 1),
-            highpass_hz=rng.choice([50, 100, 150, 250]), lowpass_hz=rng.choice([4500, 5500, 6500, 7500]),
-            sample_rate=16000 if rate < 0.8 else 48000 if rate < 0.92 else 32000,
-            accents=accents, age=rng.choice(["", "teens", "twenties", "thirties", "fourties", "fifties", "sixties"]),
-            gender=rng.choice(["", "male_masculine", "female_feminine"]), n_clips=n_clips, full_rate=full_rate,
-            labelled=labelled))
-    return speakers
+    return [draw_speaker(rng, f"{design.speaker_salt}-speaker-{n}", cls, accents, n_clips, labelled, design)
+            for n, (cls, accents, n_clips, labelled) in enumerate(plan)]
+
+
+def draw_speaker(rng: random.Random, salt: str, cls: str, accents: str, n_clips: int, labelled: bool,
+                 design: Design) -> Speaker:
+    """One speaker of class `cls`'s rules, its voice and microphone drawn from `rng`; its client_id from `salt`."""
+    rates = draw_rates(rng, cls)
+    # Drawn only where the design has the full-rate regime, so the sample's random stream is unchanged.
+    full_rate = design.full_rate_share > 0 and rng.random() < design.full_rate_share
+    if full_rate:
+        rates = {rule: 1.0 for rule in rates}
+    rate = rng.random()
+    return Speaker(
+        client_id=hashlib.sha512(salt.encode()).hexdigest(),
+        accent_class=cls, rates=tuple(sorted(rates.items())),
+        voice=rng.choice(["es", "es-419"]), variant=rng.choice(VARIANTS),
+        pitch=rng.randint(20, 80), speed=rng.randint(130, 185),
+        gain_db=round(rng.uniform(-10.0, -1.0), 1),
+        highpass_hz=rng.choice([50, 100, 150, 250]), lowpass_hz=rng.choice([4500, 5500, 6500, 7500]),
+        sample_rate=16000 if rate < 0.8 else 48000 if rate < 0.92 else 32000,
+        accents=accents, age=rng.choice(["", "teens", "twenties", "thirties", "fourties", "fifties", "sixties"]),
+        gender=rng.choice(["", "male_masculine", "female_feminine"]), n_clips=n_clips, full_rate=full_rate,
+        labelled=labelled)
+
+
+def unlabelled_speakers(rng: random.Random, per_class: int, clips: int, design: Design) -> list[Speaker]:
+    """`per_class` speakers speaking each class's rules who gave no accent (an empty `accents` field), `clips`
+    validated clips each: the unlabelled pool a real release has (most of its speakers give no accent)."""
+    return [draw_speaker(rng, f"{design.speaker_salt}-unlabelled-{n}", cls, "", clips, False, design)
+            for n, cls in enumerate(c for c in CLASSES for _ in range(per_class))]
 
 
 @dataclass(frozen=True)
@@ -713,6 +724,22 @@ def plan_jobs(rng: random.Random, speakers: list[Speaker], phon: dict[str, tuple
     for kind, n in (("missing", 3), ("garbage", 2), ("empty", 1), ("silent", 1), ("undated", 1)):
         for spk in rng.sample(labelled, n):
             jobs.append(Job(spk, rng.choice(sentences), name(), "validated", kind))
+    return with_accents(rng, jobs, phon)
+
+
+def unlabelled_jobs(rng: random.Random, speakers: list[Speaker], phon: dict[str, tuple],
+                    sentences: tuple[str, ...]) -> list[Job]:
+    """The validated clips of the unlabelled speakers, named after the labelled ones' (from 49,000,000)."""
+    jobs, clip_no = [], 49_000_000
+    for spk in speakers:
+        for sentence in rng.sample(sentences, spk.n_clips):
+            clip_no += rng.randint(1, 40)
+            jobs.append(Job(spk, sentence, f"common_voice_{LOCALE}_{clip_no}.mp3", "validated"))
+    return with_accents(rng, jobs, phon)
+
+
+def with_accents(rng: random.Random, jobs: list[Job], phon: dict[str, tuple]) -> list[Job]:
+    """The jobs with each speaker's accent applied to its sentence (what espeak-ng is given)."""
     # The accent: rules drawn here, in job order, from the one seeded generator (not in the threads).
     out = []
     for job in jobs:
@@ -725,7 +752,7 @@ def plan_jobs(rng: random.Random, speakers: list[Speaker], phon: dict[str, tuple
 
 
 def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int, design: Design = SAMPLE,
-          oracle_path: Path | None = None) -> None:
+          oracle_path: Path | None = None, unlabelled_per_class: int = 0) -> None:
     start = time.monotonic()
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -739,6 +766,12 @@ def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int, d
             phon[sentence] = ([espeak.phonemes(t) for t in texts], puncts)
         speakers = make_speakers(rng, per_class, clips, design)
         jobs = plan_jobs(rng, speakers, phon, design.sentences)
+        if unlabelled_per_class:
+            # A generator of their own, so the labelled corpus is the same with or without them.
+            pool_rng = random.Random(f"{seed}-unlabelled")
+            pool = unlabelled_speakers(pool_rng, unlabelled_per_class, clips, design)
+            speakers += pool
+            jobs += unlabelled_jobs(pool_rng, pool, phon, design.sentences)
 
         root = tmp / design.release / LOCALE
         (root / "clips").mkdir(parents=True)
@@ -780,7 +813,8 @@ def build(out_path: Path, seed: int, per_class: int, clips: int, workers: int, d
             write_oracle(oracle_path, jobs)
     print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.2f} MB) in {time.monotonic() - start:.0f} s: "
           f"{len(speakers)} speakers ({per_class} in each of {len(CLASSES)} classes, "
-          f"{len(speakers) - per_class * len(CLASSES)} unusable), {len(jobs)} clips, {seconds / 60:.1f} min of audio")
+          f"{len(speakers) - (per_class + unlabelled_per_class) * len(CLASSES)} unusable, "
+          f"{unlabelled_per_class * len(CLASSES)} unlabelled), {len(jobs)} clips, {seconds / 60:.1f} min of audio")
 
 
 ORACLE_HEADER = ["clip", "client_id", "accent_class", "full_rate", "rules"]
@@ -861,6 +895,10 @@ def main(argv: list[str] | None = None) -> None:
                         + ", ".join(f"{k} {v[2]}" for k, v in DEFAULTS.items()) + ")")
     parser.add_argument("--clips-per-speaker", type=int, default=5,
                         help="validated clips of each labelled speaker (default: %(default)s)")
+    parser.add_argument("--unlabelled-per-class", type=int, default=0,
+                        help="also this many speakers per class who gave no accent (empty `accents`), "
+                             "--clips-per-speaker validated clips each: an unlabelled pool (the labelled "
+                             "corpus stays the same) (default: %(default)s)")
     parser.add_argument("--oracle", type=Path, default=None,
                         help="also write what a perfect phone recogniser would see of each clip (TSV) here; "
                              "scripts/oracle_ceiling.py turns it into the corpus's ceiling")
@@ -887,7 +925,10 @@ def main(argv: list[str] | None = None) -> None:
     if per_class < 3 or args.clips_per_speaker < 1 or args.clips_per_speaker > len(design.sentences):
         sys.exit("error: need --speakers-per-class >= 3 and 1 <= --clips-per-speaker <= "
                  f"{len(design.sentences)}")
-    build(out, seed, per_class, args.clips_per_speaker, max(1, args.workers), design, args.oracle)
+    if args.unlabelled_per_class < 0:
+        sys.exit("error: need --unlabelled-per-class >= 0")
+    build(out, seed, per_class, args.clips_per_speaker, max(1, args.workers), design, args.oracle,
+          args.unlabelled_per_class)
 
 
 if __name__ == "__main__":

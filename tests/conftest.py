@@ -28,6 +28,32 @@ def cache(tmp_path_factory):
     return out
 
 
+def chirp(seconds: float, start_hz: float, end_hz: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * (start_hz * t + (end_hz - start_hz) * t ** 2 / (2 * seconds))
+    return (0.3 * np.sin(phase)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def pool_cache(tmp_path_factory):
+    """12 labelled tone clips (two pitch ranges, one split each) and 10 unlabelled ones of 5 other speakers."""
+    root = tmp_path_factory.mktemp("pool")
+    rows = []
+    for i in range(22):
+        pooled = i >= 12
+        label = "" if pooled else "low" if i % 2 else "high"
+        split = "pool" if pooled else "train" if i < 8 else "dev" if i < 10 else "test"
+        path = root / f"c{i}.wav"
+        # pool clips sweep in pitch (a masked frame lies between its neighbours'), labelled ones are tones
+        sf.write(path, chirp(0.5 + 0.05 * (i % 5), 300 + 30 * i, 3000 - 60 * i) if pooled else
+                 tone(0.5 + 0.05 * (i % 5), rate=16000, freq=250 + 40 * i, seed=i), 16000)
+        rows.append({"clip": path.name, "audio_path": str(path), "speaker": f"{'u' if pooled else 's'}{i // 2}",
+                     "label": label, "split": split})
+    out = root / "features.h5"
+    build_cache(pd.DataFrame(rows), params().features, out, 1)
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_model(cache, tmp_path_factory):
     from acento.training.trainer import train

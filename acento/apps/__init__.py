@@ -1,5 +1,5 @@
 """The commands a user runs on a trained model: `acento-predict` (`predict`), `acento-serve` and its page
-(`serve`), `acento-score` (`score`)."""
+(`serve`), `acento-score` (`score`), `acento-propose` (`propose`)."""
 
 
 def serve_main(argv: list[str] | None = None) -> int:

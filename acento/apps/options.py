@@ -1,4 +1,5 @@
-"""Options shared by the commands that classify (`acento-predict`, `acento-serve`, `acento-score`)."""
+"""Options shared by the commands that classify (`acento-predict`, `acento-serve`, `acento-score`,
+`acento-propose`)."""
 
 import os
 from pathlib import Path

@@ -2,16 +2,20 @@
 
 The model is loaded once, at start.  `POST /predict` classifies one or more uploaded clips
 (multipart, field `files`) with the features and network `acento-predict` uses, and answers each
-with the fields of its `--json` lines; `GET /health` says which model answers (cell, classes,
+with the fields of its `--json` lines; `POST /predict/speaker` takes several clips of one person and
+answers one decision for them, as `acento-predict --by-speaker --json` does, with each file's own
+answer or error; `GET /health` says which model answers (cell, classes,
 feature parameters, the model file's sha256); `GET /` is a page to upload a file or record one from
 the microphone; `/docs` is the API as FastAPI describes it.
 
   acento-serve                                        # then open http://127.0.0.1:8000
   curl -F files=@a.mp3 -F files=@b.wav http://127.0.0.1:8000/predict
+  curl -F files=@a.mp3 -F files=@b.wav http://127.0.0.1:8000/predict/speaker
 
 Uploads are decoded from memory; a client's file name is only echoed back, never used as a path.
 Inference runs on worker threads, at most `--concurrency` requests at a time and `--queue` more
-waiting (past that: 503), so the event loop, and /health, answer while a long request runs.  Uploads
+waiting (past that: 503), so the event loop, and /health, answer while a long request runs; a request
+carries at most `--max-files` files (413 beyond).  Uploads
 on their way may hold together what those may (bytes received, not sockets, are counted): a client
 that opens connections and sends half a request holds only what it sent, and locks no one out; its
 headers must arrive within HEAD_SECONDS (16 KiB at most) or the connection is closed, and its body
@@ -41,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acento.apps.options import add_model_file_option, deployed_model, non_finite_scores
+from acento.apps.predict import by_speaker
 from acento.audio.decode import AudioError
 from acento.errors import StageError
 from acento.model.accent_model import AccentModel, ModelFileError
@@ -247,23 +252,47 @@ class Classifier:
                              f"the first {self.max_seconds:g} s were read")
         return clip.frames, about
 
-    def __call__(self, uploads: list[tuple[str, bytes]], spectrogram: bool) -> tuple[list[dict], list[dict]]:
-        """(results, errors): a result per upload, in order, or the errors of those that failed."""
-        done, errors = [], []
+    def decode(self, uploads: list[tuple[str, bytes]]) -> list[tuple[str, np.ndarray, dict] | dict]:
+        """Per upload, in order: (name, log-mels, what the response says about its audio), or {"file", "error"}."""
+        decoded: list[tuple[str, np.ndarray, dict] | dict] = []
         for name, data in uploads:
             try:
-                done.append((name, *self.features(name, data)))
+                decoded.append((name, *self.features(name, data)))
             except AudioError as exc:
-                errors.append({"file": name, "error": exc.report()})
-        if errors:
-            return [], errors
+                decoded.append({"file": name, "error": exc.report()})
+        return decoded
+
+    def infer(self, done: list[tuple[str, np.ndarray, dict]], spectrogram: bool) -> list[dict]:
+        """The answer for each decoded upload; UnhealthyModel (and `problem` set) if a score is not finite."""
         probs = self.model.predict_log_mels([feats for _, feats, _ in done])
         if not np.isfinite(probs).all():
             self.problem = non_finite_scores(self.model_file, f"{len(done)} upload(s) ({done[0][0]}, ...)")
             raise UnhealthyModel(self.problem)
         return [{"file": name, **self.model.prediction(p).as_dict(), **about,
                  **({"log_mel": log_mel_picture(feats, self.hop_seconds)} if spectrogram else {})}
-                for (name, feats, about), p in zip(done, probs)], []
+                for (name, feats, about), p in zip(done, probs)]
+
+    def __call__(self, uploads: list[tuple[str, bytes]], spectrogram: bool) -> tuple[list[dict], list[dict]]:
+        """(results, errors): a result per upload, in order, or the errors of those that failed."""
+        decoded = self.decode(uploads)
+        errors = [d for d in decoded if isinstance(d, dict)]
+        if errors:
+            return [], errors
+        return self.infer(decoded, spectrogram), []  # type: ignore[arg-type]
+
+    def speaker(self, uploads: list[tuple[str, bytes]]) -> tuple[dict | None, list[dict]]:
+        """(decision, results): one decision for the person who recorded every upload, as `acento-predict
+        --by-speaker --json` makes it (`acento.apps.predict.by_speaker`: the class of highest summed probability
+        over the usable uploads, its mean probability the confidence; {"label", "confidence", "probs" (the mean),
+        "clips", "failed"}), None if no upload is usable; and per upload, in order, its answer or its error."""
+        decoded = self.decode(uploads)
+        done = [d for d in decoded if not isinstance(d, dict)]
+        if not done:
+            return None, decoded  # type: ignore[return-value]
+        answers = iter(self.infer(done, spectrogram=False))  # type: ignore[arg-type]
+        results = [d if isinstance(d, dict) else next(answers) for d in decoded]
+        decision = by_speaker(results, ["speaker"] * len(results), self.model.classes)[0]
+        return {k: v for k, v in decision.items() if k != "speaker"}, results
 
 
 def api_page(schema: dict) -> str:
@@ -294,12 +323,13 @@ def api_page(schema: dict) -> str:
 
 
 def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 20.0, max_seconds: float = 60.0,
-               concurrency: int = 0, queue: int = 16, body_seconds: float = 60.0,
+               concurrency: int = 0, queue: int = 16, body_seconds: float = 60.0, max_files: int = 20,
                device: torch.device | str = "cpu") -> FastAPI:
     """The service for one model file (default: `deployed_model()`, as `acento-serve`'s; ModelFileError if it is
     not a usable one, or scores noise with NaN).  The defaults are the command's.  concurrency: requests
     classified at once (0 = one per core); queue: requests that may wait for a turn; body_seconds: time a
-    request's body has to arrive whole, from its headers (else 408).  `/docs` is the API's reference as a page of
+    request's body has to arrive whole, from its headers (else 408); max_files: files one request may carry
+    (else 413).  `/docs` is the API's reference as a page of
     its own (FastAPI's Swagger page loads its scripts from a CDN, blank offline); `/openapi.json` the schema."""
     classifier = Classifier(Path(model_file or deployed_model()), torch.device(device), max_seconds)
     turns = Turns(concurrency or available_cores(), queue)
@@ -313,7 +343,14 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
     app.add_middleware(HeadAsGet)
     health = {**classifier.health, "limits": {"max_upload_mb": max_upload_mb, "max_seconds": max_seconds,
                                               "concurrency": turns.running, "queue": queue,
-                                              "body_seconds": body_seconds}}
+                                              "body_seconds": body_seconds, "max_files": max_files}}
+
+    def too_many(files: list[UploadFile]) -> JSONResponse | None:
+        """413 for a request of more than `max_files` files, before any is read."""
+        if len(files) <= max_files:
+            return None
+        return JSONResponse({"detail": f"{len(files)} files in one request, over the limit of {max_files} "
+                                       "(acento-serve --max-files); send them in several requests"}, 413)
 
     @app.exception_handler(RequestValidationError)
     async def request_not_understood(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -336,6 +373,20 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
             return JSONResponse({**health, "status": "unhealthy", "detail": classifier.problem}, 503)
         return JSONResponse(health)
 
+    async def classify(files: list[UploadFile], work, *args) -> tuple[list, object, JSONResponse | None]:
+        """(uploads, what `work(uploads, *args)` returned, None) after the file limit, the model's health and a
+        turn in the queue; or (uploads, None, the refusal: 413 for too many files, 503 for an unhealthy model)."""
+        if refused := too_many(files):
+            return [], None, refused
+        uploads = [((f.filename or f"upload {i + 1}")[:MAX_NAME], await f.read()) for i, f in enumerate(files)]
+        if classifier.problem:
+            return uploads, None, JSONResponse({"detail": classifier.problem}, 503)
+        try:
+            async with turns.turn():
+                return uploads, await run_in_threadpool(work, uploads, *args), None
+        except UnhealthyModel as exc:
+            return uploads, None, JSONResponse({"detail": str(exc)}, 503)
+
     @app.post("/predict", summary="Classify one or more recordings (MP3, WAV, FLAC, OGG/Opus)",
               responses={413: {"description": "request body over the size limit"},
                          422: {"description": "an upload is empty or not readable audio; `errors` names it"},
@@ -348,19 +399,38 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
         `analysed_seconds` (what the model heard: silence trimmed, cropped to the model's clip length) and
         `cropped`; with `spectrogram=true`, also `log_mel` (the features, as 8-bit base64 for drawing).
         If any file cannot be used, nothing is classified and the answer is 422 with `errors`."""
-        uploads = [((f.filename or f"upload {i + 1}")[:MAX_NAME], await f.read()) for i, f in enumerate(files)]
-        if classifier.problem:
-            return JSONResponse({"detail": classifier.problem}, 503)
-        try:
-            async with turns.turn():
-                results, errors = await run_in_threadpool(classifier, uploads, spectrogram)
-        except UnhealthyModel as exc:
-            return JSONResponse({"detail": str(exc)}, 503)
+        uploads, answer, refused = await classify(files, classifier, spectrogram)
+        if refused:
+            return refused
+        results, errors = answer
         if errors:
             detail = f"{len(errors)} of {len(uploads)} upload(s) could not be classified: " + \
                 "; ".join(e["error"] for e in errors)
             return JSONResponse({"detail": detail, "errors": errors}, 422)
         return JSONResponse({"results": results})
+
+    @app.post("/predict/speaker", summary="One decision for several recordings of one person",
+              responses={413: {"description": "request body over the size limit, or more files than allowed"},
+                         422: {"description": "no upload is usable audio; `errors` names each one"},
+                         408: {"description": "the body did not arrive within the time limit"},
+                         503: {"description": "too many requests running or waiting, or the model gives scores "
+                                              "that are not finite numbers (`detail` says which)"}})
+    async def predict_speaker(files: list[UploadFile] = File(..., description="audio files of one person")) \
+            -> JSONResponse:
+        """One decision for the person who recorded every file, as `acento-predict --by-speaker --json` makes it:
+        `label`, the class of highest summed probability over the usable files; `confidence`, its mean
+        probability; `probs`, the mean probability of each class; `clips`, the files used; `failed`, the files
+        that could not be; `results`, each file's own answer (as from /predict) or `error`.  A file that cannot
+        be used is reported and the others decide; if none can, the answer is 422 with `errors`."""
+        uploads, answer, refused = await classify(files, classifier.speaker)
+        if refused:
+            return refused
+        decision, results = answer
+        if decision is None:
+            detail = f"none of the {len(uploads)} upload(s) could be classified: " + \
+                "; ".join(e["error"] for e in results)
+            return JSONResponse({"detail": detail, "errors": results}, 422)
+        return JSONResponse({**decision, "results": results})
 
     return app
 
@@ -381,14 +451,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", type=int, default=16, help="requests that may wait for a turn (default: 16)")
     parser.add_argument("--body-seconds", type=float, default=60.0,
                         help="a request's body must arrive whole within this (default: 60); else 408")
+    parser.add_argument("--max-files", type=int, default=20,
+                        help="files one request may carry, /predict or /predict/speaker (default: 20); else 413")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
     args = parser.parse_args(argv)
-    if min(args.max_upload_mb, args.max_seconds, args.body_seconds) <= 0 or args.concurrency < 0 or args.queue < 0:
-        parser.error("--max-upload-mb, --max-seconds and --body-seconds must be > 0, --concurrency and --queue >= 0")
+    if min(args.max_upload_mb, args.max_seconds, args.body_seconds) <= 0 or args.concurrency < 0 or args.queue < 0 \
+            or args.max_files < 1:
+        parser.error("--max-upload-mb, --max-seconds and --body-seconds must be > 0, --concurrency and --queue >= 0, "
+                     "--max-files >= 1")
     try:
         app = create_app(args.model_file, max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                          concurrency=args.concurrency, queue=args.queue, body_seconds=args.body_seconds,
-                         device=select_device(args.device, "--device"))
+                         max_files=args.max_files, device=select_device(args.device, "--device"))
     except (ModelFileError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,9 @@ from the release), and where the clip goes:
   serve every fold.
 - one split (data.folds 0 or 1, or data.split_by: clip): `split`, one of SPLITS; `fold` is -1 and
   `dev_folds` 0.
+- the unlabelled pool (`data.unlabelled_clips`), after the labelled clips: `split` POOL, `label` "", `fold`
+  -1, `dev_folds` 0.  Its speakers have no labelled clip in the manifest, so they are in no fold: a pool
+  clip is never any fold's train, dev or test clip (`split_of` gives it POOL for every fold).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from acento.errors import StageError
 from acento.files import atomic_path
 
 SPLITS = ("train", "dev", "test")
+POOL = "pool"  # the split of the unlabelled pool's clips: label "", fold -1, dev_folds 0 (data.unlabelled_clips)
 
 
 COLUMNS = ["clip", "audio_path", "speaker", "accents", "label", "split", "fold", "dev_folds", "duration"]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from acento.audio.decode import AudioError, audio_seconds
 from acento.config import DataConfig, canonical_accent
-from acento.corpus.manifest import COLUMNS, SPLITS
+from acento.corpus.manifest import COLUMNS, POOL, SPLITS
 from acento.corpus.records import (
     SPANISH_PRESETS,
     read_durations,
@@ -38,6 +38,10 @@ from acento.errors import StageError
 DROP_REASONS = ("malformed_row", "duplicate_clip", "down_voted", "no_accent", "unmapped_accent",
                 "ambiguous_accent", "missing_file", "unknown_duration", "too_short", "too_long",
                 "speaker_other_accent", "speaker_cap", "class_cap", "too_few_speakers")
+
+# Why a clip with no usable accent (no_accent, unmapped_accent) stays out of the unlabelled pool.
+POOL_DROP_REASONS = ("missing_file", "unknown_duration", "too_short", "too_long", "labelled_speaker", "speaker_cap",
+                     "pool_cap")
 
 
 def accent_class(accents: list[str], accent_to_class: dict[str, str]) -> tuple[str | None, str | None]:
@@ -97,14 +101,18 @@ def warn_unmatched(classes: dict[str, list[str]], fields: pd.Series, tsvs: list[
                   "against the release's accents", file=sys.stderr)
 
 
-def label_rows(rows: pd.DataFrame, classes: dict[str, list[str]], dropped: Counter[str]) -> pd.DataFrame:
-    """Parses `accents` (`parse_accents`) and keeps rows that map to exactly one class."""
+def label_rows(rows: pd.DataFrame, classes: dict[str, list[str]],
+               dropped: Counter[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Parses `accents` (`parse_accents`); returns the rows that map to exactly one class (with `label`) and
+    the rows of no accent or of accents that map to no class (the unlabelled ones, `label` None).  Every
+    row of neither frame, and of the second, is counted in `dropped` by reason (they leave the labelled set)."""
     accent_to_class = {canonical_accent(a): cls for cls, accents in classes.items() for a in accents}
     parsed = parse_accents(rows["accents"], classes)
     outcome = [accent_class(a, accent_to_class) for a in parsed]
     rows = rows.assign(accents=["|".join(a) for a in parsed], label=[c for c, _ in outcome])
     dropped.update(r for _, r in outcome if r)
-    return rows[rows["label"].notna()]
+    reasons = pd.Series([r for _, r in outcome], index=rows.index, dtype=object)
+    return rows[rows["label"].notna()], rows[reasons.isin(["no_accent", "unmapped_accent"])]
 
 
 def drop_missing_files(rows: pd.DataFrame, clips_dir: Path, dropped: Counter[str]) -> pd.DataFrame:
@@ -194,6 +202,34 @@ def part_names(rows: pd.DataFrame) -> pd.Series:
                      index=rows.index)
 
 
+def release_clips(data: DataConfig, locale_dir: Path, unlabelled: bool = False) \
+        -> tuple[pd.DataFrame, pd.DataFrame, Counter[str], Counter[str]]:
+    """The release's labelled clips and (`unlabelled`) its clips without a usable accent, both through the
+    same row filters (down votes, present file, known duration within data.min/max_seconds), before any cap
+    or split: `labelled_clips` and `unlabelled_clips` in one reading of the TSVs.  Returns the labelled rows,
+    the unlabelled rows (label None; empty unless `unlabelled`), the labelled set's drops by reason (every
+    DROP_REASONS key) and the unlabelled rows' drops (every POOL_DROP_REASONS key, the later steps' at 0)."""
+    dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
+    pool_dropped: Counter[str] = Counter({r: 0 for r in POOL_DROP_REASONS})
+    rows = read_rows(locale_dir, data.tsvs, dropped)
+    warn_unmatched(data.classes, rows["accents"], data.tsvs)
+    rows = drop_down_voted(rows, data.max_down_votes, dropped)
+    rows, pool = label_rows(rows, data.classes, dropped)
+    if not unlabelled:
+        pool = pool.iloc[:0]
+    clips_dir = locale_dir / "clips"
+    rows = drop_missing_files(rows, clips_dir, dropped)
+    pool = drop_missing_files(pool, clips_dir, pool_dropped) if len(pool) else pool
+    seconds = clip_seconds(locale_dir, pd.concat([rows["path"], pool["path"]]))
+    rows = filter_durations(rows, seconds[rows.index], data, dropped)
+    pool = filter_durations(pool, seconds[pool.index], data, pool_dropped)
+    columns = {"path": "clip", "client_id": "speaker"}
+    rows = one_class_per_speaker(rows.rename(columns=columns), dropped)
+    pool = pool.rename(columns=columns)
+    return (rows.assign(audio_path=[str(clips_dir / c) for c in rows["clip"]]),
+            pool.assign(audio_path=[str(clips_dir / c) for c in pool["clip"]]), dropped, pool_dropped)
+
+
 def labelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Counter[str]]:
     """The clips of the release at `locale_dir` that map to one class of `data.classes` and pass the
     row filters (down votes, present file, known duration within data.min/max_seconds), each speaker in
@@ -203,17 +239,45 @@ def labelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Co
     Returns rows with clip, audio_path, speaker, accents, label, duration (seconds), and the rows
     dropped by reason (every DROP_REASONS key, the later steps' at 0).
     """
-    dropped: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
-    rows = read_rows(locale_dir, data.tsvs, dropped)
-    warn_unmatched(data.classes, rows["accents"], data.tsvs)
-    rows = drop_down_voted(rows, data.max_down_votes, dropped)
-    rows = label_rows(rows, data.classes, dropped)
-    clips_dir = locale_dir / "clips"
-    rows = drop_missing_files(rows, clips_dir, dropped)
-    rows = filter_durations(rows, clip_seconds(locale_dir, rows["path"]), data, dropped)
-    rows = rows.rename(columns={"path": "clip", "client_id": "speaker"})
-    rows = one_class_per_speaker(rows, dropped)
-    return rows.assign(audio_path=[str(clips_dir / c) for c in rows["clip"]]), dropped
+    rows, _, dropped, _ = release_clips(data, locale_dir)
+    return rows, dropped
+
+
+def unlabelled_clips(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, Counter[str]]:
+    """The clips of the release at `locale_dir` whose speakers gave no accent, or only accents of no class of
+    `data.classes`, through the same row filters as `labelled_clips`, less every clip of a speaker who has a
+    labelled clip (counted as labelled_speaker): the speakers a curator would label (`acento-propose`).
+    Returns rows with clip, audio_path, speaker, accents, duration (seconds), and the drops by reason
+    (POOL_DROP_REASONS; the caps' at 0)."""
+    rows, pool, _, pool_dropped = release_clips(data, locale_dir, unlabelled=True)
+    return drop_labelled_speakers(pool, set(rows["speaker"]), pool_dropped), pool_dropped
+
+
+def drop_labelled_speakers(pool: pd.DataFrame, speakers: set[str], dropped: Counter[str]) -> pd.DataFrame:
+    heard = pool["speaker"].isin(speakers)
+    dropped["labelled_speaker"] += int(heard.sum())
+    return pool[~heard]
+
+
+def cap_pool(pool: pd.DataFrame, max_clips: int, seed: int, dropped: Counter[str]) -> pd.DataFrame:
+    """At most `max_clips` clips of whole speakers, drawn in a seeded random order of speakers (a speaker
+    that would pass the budget is left out, and the next ones tried); the others counted as pool_cap."""
+    counts = pool.groupby("speaker").size()
+    order = counts.index[np.random.default_rng(seed).permutation(len(counts))]
+    kept, total = [], 0
+    for speaker in order:
+        if total + counts[speaker] <= max_clips:
+            kept.append(speaker)
+            total += int(counts[speaker])
+    keep = pool["speaker"].isin(kept)
+    dropped["pool_cap"] += int((~keep).sum())
+    return pool[keep]
+
+
+def pool_metrics(pool: pd.DataFrame, dropped: Counter[str]) -> dict:
+    """The unlabelled pool's clips, speakers and seconds, and what stayed out of it by reason."""
+    return {"clips": len(pool), "speakers": int(pool["speaker"].nunique()),
+            "seconds": round(float(pool["duration"].sum()), 1), "dropped": dict(dropped)}
 
 
 def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -224,7 +288,7 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
     dev_folds when cross-validated: `acento.corpus.manifest`) and {"clips": {part: {class: n}}, "speakers":
     {part: {class: n}}, "dropped": {reason: n}}, a part being a split or a test fold (`split_metrics`).
     """
-    rows, dropped = labelled_clips(data, locale_dir)
+    rows, pool, dropped, pool_dropped = release_clips(data, locale_dir, unlabelled=data.unlabelled_clips > 0)
     empty = [c for c in data.classes if c not in set(rows["label"])]
     if empty:
         raise StageError(f"{locale_dir}: no clip left for class(es) {', '.join(empty)} of data.classes (their accents "
@@ -243,6 +307,14 @@ def prepare(data: DataConfig, locale_dir: Path) -> tuple[pd.DataFrame, dict]:
         rows = rows.assign(split="", fold=fold, dev_folds=dev_folds)
     else:
         rows = rows.assign(split=rows["speaker"].map(split_speakers(rows, data)), fold=-1, dev_folds=0)
+    # The pool holds no speaker of the manifest's labelled clips (of any fold), so no test speaker is ever
+    # pretrained or self-trained on; then the per-speaker cap, then data.unlabelled_clips.
+    pool = drop_labelled_speakers(pool, set(rows["speaker"]), pool_dropped)
+    pool, pool_dropped["speaker_cap"] = cap_per_group(pool, "speaker", data.max_clips_per_speaker, data.seed)
+    pool = cap_pool(pool, data.unlabelled_clips, data.seed, pool_dropped)
+    metrics = {**split_metrics(rows, dropped), "pool": pool_metrics(pool, pool_dropped)}
+    pool = pool.assign(label="", split=POOL, fold=-1, dev_folds=0)
     # Within each split of any fold, clips stay in this order (label, speaker, clip), as the cache keeps it.
-    rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS].reset_index(drop=True)
-    return rows, split_metrics(rows, dropped)
+    rows = rows.sort_values(["split", "label", "speaker", "clip"])[COLUMNS]
+    rows = pd.concat([rows, pool.sort_values(["speaker", "clip"])[COLUMNS]], ignore_index=True)
+    return rows, metrics

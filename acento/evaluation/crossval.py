@@ -57,6 +57,26 @@ def build_feature_cache(params_file: Path, scratch: Path, overrides: dict | None
     return cache, base.data.folds
 
 
+def pretrained_encoder(params_file: Path, overrides: dict, cell: str, cache: Path) -> Path | None:
+    """The encoder that the runs of `cell` with these overrides start from (`train.init: pretrained`): pretrained
+    once on the cache's unlabelled pool (`acento.training.pretrain`), beside the cache in a file named by the hash
+    of the settings it depends on (so a kept `--cache-dir` reuses it); None with `train.init: scratch`.  The pool
+    has no speaker of any fold, so one encoder serves every fold."""
+    from acento.training.pretrain import pretrain
+
+    params = parse_params(raw_params(params_file, {**overrides, "model": cell, "runtime.num_threads": 1}))
+    if params.train.init != "pretrained":
+        return None
+    key = json.dumps([cell, *(dataclasses.asdict(getattr(params, name)) for name in ("normalise", "rnn", "pretrain"))],
+                     sort_keys=True, default=str)
+    out = Path(cache).parent / f"encoder-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    if not out.is_file():
+        live = out.with_suffix(".live")
+        pretrain(params, Path(cache), out, live)
+        shutil.rmtree(live, ignore_errors=True)
+    return out
+
+
 def speakers_left_out(speakers: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> set[str]:
     """The training speakers a learning curve leaves out: all but `fraction` of each class's speakers
     (at least one kept; a seeded choice).  speakers, labels: one value per training clip."""
@@ -122,11 +142,16 @@ def run_fold(job: dict) -> dict:
     job: `params_file`, `overrides` (of params.yaml), `cell`, `fold` (the test fold), `cache`, `scratch` (a
     folder for the model file), `variant` and `base` (names carried into the result), optionally `seed`
     (train.seed), `train_fraction` (the share of each class's training speakers kept: a learning curve;
-    dev and test unchanged) and `keep` (where to keep the model file; otherwise it is deleted).  Runs in a worker
+    dev and test unchanged), `keep` (where to keep the model file; otherwise it is deleted), `encoder` (the
+    pretrained encoder file of `pretrained_encoder`, for train.init: pretrained) and `self_train` (a minimum
+    speaker confidence: self-training on the unlabelled pool's speakers the fold's model is that sure of; the
+    result then holds the second model's probabilities and the first's as `teacher_probs`).  Runs in a worker
     process with one torch thread (faster than two on small recurrent batches)."""
     import contextlib
     import io
 
+    from acento.corpus.manifest import POOL
+    from acento.evaluation.metrics import speaker_means
     from acento.features.cache import SplitData
     from acento.model.accent_model import AccentModel
     from acento.training.trainer import train
@@ -140,11 +165,29 @@ def run_fold(job: dict) -> dict:
         with SplitData(job["cache"], "train", job["fold"], dev_trains=params.train.dev_speakers == "train") as full:
             dropped = speakers_left_out(full.speakers, full.labels, job["train_fraction"], params.data.seed)
     no_vscode_signals()
+    encoder = Path(job["encoder"]) if job.get("encoder") else None
     with contextlib.redirect_stdout(io.StringIO()):
-        metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live", dropped)
+        metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live", dropped, encoder=encoder)
     model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
     with SplitData(job["cache"], "test", job["fold"]) as test:
         probs = model.predict_split(test)
+    teacher = {}
+    if job.get("self_train") is not None:
+        # Self-training: the fold's model labels the unlabelled pool's speakers (one decision per speaker, kept
+        # where its mean probability is at least `self_train`), then a new run of the same settings trains on
+        # them too.  The pool has no speaker of any fold, so the test speakers stay unheard.
+        with SplitData(job["cache"], POOL) as pool:
+            ids, mean = speaker_means(pool.speakers, model.predict_split(pool))
+        sure = mean.max(1) >= job["self_train"]
+        pseudo = {str(s): int(c) for s, c in zip(ids[sure], mean.argmax(1)[sure])}
+        teacher = {"teacher_probs": probs.tolist(), "pseudo_speakers": len(pseudo), "pool_speakers": len(ids),
+                   "pseudo_classes": np.bincount(list(pseudo.values()), minlength=len(test.classes)).tolist()}
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live-student", dropped,
+                            encoder=encoder, pseudo_labels=pseudo)
+        model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
+        with SplitData(job["cache"], "test", job["fold"]) as test:
+            probs = model.predict_split(test)
     if job.get("keep"):
         Path(job["keep"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(work / "model.pt", job["keep"])
@@ -155,4 +198,4 @@ def run_fold(job: dict) -> dict:
             "best_train": metrics["best_train"], "best_epoch": metrics["best_epoch"],
             "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
             "classes": test.classes, "labels": test.labels.tolist(), "probs": probs.tolist(),
-            "speakers": test.speakers.tolist()}
+            "speakers": test.speakers.tolist(), **teacher}

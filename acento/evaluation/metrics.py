@@ -51,10 +51,17 @@ def speaker_decisions(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarra
     counting votes leaves no ties in practice (a 2-2 vote would otherwise be settled by class index, in
     favour of class 0's speakers).
     """
-    frame = pd.DataFrame(probs).assign(speaker=speakers)
-    summed = frame.groupby("speaker", sort=True).sum()
+    ids, mean = speaker_means(speakers, probs)
     truth = pd.Series(labels).groupby(pd.Series(speakers)).agg(lambda s: s.value_counts().sort_index().idxmax())
-    return summed.index.to_numpy(), truth.loc[summed.index].to_numpy(), summed.to_numpy().argmax(1)
+    return ids, truth.loc[ids].to_numpy(), mean.argmax(1)
+
+
+def speaker_means(speakers: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(speaker ids [speakers] sorted, each speaker's mean class probabilities over their clips [speakers,
+    classes]): a speaker's decision is the argmax (the class of highest summed probability), its
+    confidence the mean probability there.  speakers: [clips]; probs: [clips, classes]."""
+    frame = pd.DataFrame(probs).groupby(pd.Series(speakers, name="speaker"), sort=True).mean()
+    return frame.index.to_numpy(), frame.to_numpy()
 
 
 def speaker_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> float:

@@ -17,9 +17,9 @@ from acento.audio.decode import FAILURE_REASONS, AudioError
 from acento.audio.extract import extract_all
 from acento.config import FeaturesConfig
 from acento.console import progress
-from acento.corpus.manifest import SPLITS
+from acento.corpus.manifest import POOL, SPLITS
 from acento.errors import StageError
-from acento.features.cache import CacheWriter
+from acento.features.cache import UNLABELLED, CacheWriter
 from acento.files import atomic_path
 
 LISTED_FAILURES = 20  # failed clips named per reason in the metrics
@@ -31,7 +31,8 @@ def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers:
 
     manifest: rows with `audio_path`, `label`, `speaker`, `clip`, and `split`, or `fold` and `dev_folds`
     when cross-validated (`acento.corpus.manifest`; a frame without `fold` is a manifest of one split);
-    classes are its sorted labels.  workers: decoding processes (1 = in this process).  The metrics
+    classes are its sorted labels; rows of split "pool" (label "") are the unlabelled pool, cached with
+    label UNLABELLED (-1) and counted as part "pool".  workers: decoding processes (1 = in this process).  The metrics
     count clips and frames per part (each test fold "fold<k>", or each split), seconds of audio kept,
     failed clips by reason (`failed`) and the first LISTED_FAILURES of each reason by name
     (`failed_clips`: {reason: [clip]}).  Normalisation statistics are not fixed here: the cache keeps
@@ -40,11 +41,13 @@ def build_cache(manifest: pd.DataFrame, cfg: FeaturesConfig, out: Path, workers:
     if "fold" not in manifest.columns:
         manifest = manifest.assign(fold=-1, dev_folds=0)
     manifest = manifest.assign(split=np.where(manifest["fold"] >= 0, "", manifest["split"]))
-    classes = sorted(manifest["label"].unique())
-    class_index = {c: i for i, c in enumerate(classes)}
+    pooled = manifest["split"] == POOL
+    classes = sorted(manifest.loc[~pooled, "label"].unique())
+    class_index = {c: i for i, c in enumerate(classes)} | {"": UNLABELLED}
     failed: Counter[str] = Counter(dict.fromkeys(FAILURE_REASONS, 0))
     parts = [f"fold{k}" for k in range(int(manifest["fold"].max()) + 1)] if (manifest["fold"] >= 0).any() \
         else list(SPLITS)
+    parts += [POOL] if pooled.any() else []
     clips, frames = dict.fromkeys(parts, 0), dict.fromkeys(parts, 0)
     failed_clips: dict[str, list[str]] = {r: [] for r in FAILURE_REASONS}  # at most LISTED_FAILURES each
     examples: list[str] = []

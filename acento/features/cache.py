@@ -54,7 +54,7 @@ import h5py
 import numpy as np
 
 from acento.config import ConfigError, FeaturesConfig, stored_features_config
-from acento.corpus.manifest import SPLITS, split_of
+from acento.corpus.manifest import POOL, SPLITS, split_of
 from acento.errors import StageError
 
 FORMAT = "acento-features"
@@ -76,6 +76,7 @@ CHUNK_ROWS = 128
 ATTRS = ("format", "version", "classes", "features", "folds", "tables_sha256")
 
 
+UNLABELLED = -1  # the label of an unlabelled pool clip (split POOL): `SplitData(path, POOL)`
 TABLES = ("offsets", "lengths", "labels", "speakers", "clips", "split", "fold", "dev_folds", "group")  # /clips
 STATS = ("frames", "sum", "sum_sq")  # /stats
 
@@ -261,7 +262,11 @@ def check_tables(path: Path, tables: dict[str, np.ndarray], stats: dict[str, np.
             "a clip of no frames": (lengths < 1).any(),
             "clip offsets that do not follow the lengths": (offsets != np.concatenate([[0], np.cumsum(lengths)[:-1]])).any(),
             f"clips ending past the {n_frames} frames": int(lengths.sum()) != n_frames,
-            f"a label outside the {n_classes} classes": ((tables["labels"] < 0) | (tables["labels"] >= n_classes)).any(),
+            f"a label outside the {n_classes} classes": ((tables["labels"] < 0) & (tables["split"] != POOL)
+                                                         | (tables["labels"] >= n_classes)).any(),
+            "an unlabelled pool clip with a label or a fold": ((tables["split"] == POOL)
+                                                              & ((tables["labels"] != UNLABELLED)
+                                                                 | (tables["fold"] != -1))).any(),
             f"a fold outside -1 .. {folds - 1}": ((tables["fold"] < -1) | (tables["fold"] >= max(folds, 0))).any(),
             "a statistics group out of range": ((tables["group"] < 0) | (tables["group"] >= groups)).any(),
             "statistics that are not finite": not all(np.isfinite(stats[k]).all() for k in ("sum", "sum_sq")),
@@ -285,22 +290,25 @@ class SplitData:
     """One split of the cache for one fold: its clips' frames in memory (or read lazily from the file),
     the clip tables, and the per-mel mean and std of that fold's training split.
 
-    split: train | dev | test.  fold: the test fold (`data.fold`) of a cross-validated cache; a cache of
+    split: train | dev | test | pool (the unlabelled clips, label UNLABELLED, with the pool's own mean and
+    std: it is no fold's, so needs no `fold`, and has no training split).  fold: the test fold (`data.fold`) of a cross-validated cache; a cache of
     one split ignores it.  drop_speakers: training speakers left out of the train split and of the
     statistics (a learning curve, `acento.evaluation.crossval`).  dev_trains: the dev speakers' clips belong to the
-    train split (and its statistics), and the dev split is empty (`train.dev_speakers: train`).  Clips keep
+    train split (and its statistics), and the dev split is empty (`train.dev_speakers: train`).  pseudo_labels:
+    {pool speaker: class index}, whose pool clips join the train split (and its statistics) with that class
+    (self-training, `acento.evaluation.crossval`).  Clips keep
     the cache's order (the manifest's).
     Holds the HDF5 file open for lazy reads: `close()` it, or use it as a context manager.
     StageError (one line) for a missing, locked, foreign or old cache, or a fold the cache does not have.
     """
 
     def __init__(self, path: str | Path, split: str, fold: int | None = None, drop_speakers: Iterable[str] = (),
-                 dev_trains: bool = False):
+                 dev_trains: bool = False, pseudo_labels: dict[str, int] | None = None):
         self.path = Path(path)
         self._file = open_cache(self.path)
-        if split not in SPLITS:
+        if split not in (*SPLITS, POOL):
             self._file.close()
-            raise ValueError(f"split {split!r}: one of {', '.join(SPLITS)}")
+            raise ValueError(f"split {split!r}: one of {', '.join(SPLITS)}, {POOL}")
         group = self._file["clips"]
         try:
             tables, stats = read_tables(self.path, self._file)
@@ -308,12 +316,12 @@ class SplitData:
             self._file.close()
             raise
         self.folds = int(self._file.attrs["folds"])
-        if self.folds >= 2 and (fold is None or not 0 <= fold < self.folds):
+        if self.folds >= 2 and split != POOL and (fold is None or not 0 <= fold < self.folds):
             self._file.close()
             which = "give the test fold (data.fold)" if fold is None else f"it has no fold {fold}"
             raise StageError(f"{path}: a cache of {self.folds} cross-validation folds: {which}; set data.fold to "
                              f"0 .. {self.folds - 1}, or rebuild the cache for data.folds (dvc repro)")
-        self.fold = fold if self.folds >= 2 else None
+        self.fold = fold if self.folds >= 2 and split != POOL else None
         speakers = tables["speakers"]
         splits = split_of(tables["split"], tables["fold"], tables["dev_folds"], self.fold if self.fold is not None else -1)
         if dev_trains:
@@ -322,13 +330,25 @@ class SplitData:
         dropped = set(drop_speakers)
         if dropped:
             train &= ~np.isin(speakers, list(dropped))
+        labels = tables["labels"].astype(np.int64)
+        if pseudo_labels:  # self-training: these pool speakers join the training split with the given class
+            pseudo = (splits == POOL) & np.isin(speakers, list(pseudo_labels))
+            labels = np.where(pseudo, [pseudo_labels.get(s, UNLABELLED) for s in speakers], labels)
+            splits = np.where(pseudo, "train", splits)
+            train |= pseudo
         chosen = train if split == "train" else splits == split
         self.index = np.flatnonzero(chosen)  # positions in the cache, ascending (file order)
+        if split == POOL:  # the pool is normalised with its own statistics: it has no training split
+            train = chosen
         clip_group = tables["group"]
         frames, total, total_sq = (stats[name] for name in STATS)
         train_groups = np.unique(clip_group[train])
         if len(train_groups) == 0 or frames[train_groups].sum() == 0:
             self._file.close()
+            if split == POOL:
+                raise StageError(f"{path}: no unlabelled clip in the cache (the pool is empty); set "
+                                 "data.unlabelled_clips > 0 on a release with clips of no accent, or train from "
+                                 "scratch (train.init: scratch)")
             raise StageError(f"{path}: no training clip{'' if self.fold is None else f' in fold {self.fold}'}; "
                              "check the manifest's splits (dvc repro prepare)")
         whole = np.bincount(clip_group[train], minlength=len(frames))[train_groups] == \
@@ -339,7 +359,7 @@ class SplitData:
                              "with `dvc repro --force features`")
         self.mean, self.std = training_statistics(frames, total, total_sq, train_groups)
         self.lengths = tables["lengths"].astype(np.int64)[self.index]
-        self.labels = tables["labels"].astype(np.int64)[self.index]
+        self.labels = labels[self.index]
         self.speakers = speakers[self.index]
         self.clips = tables["clips"][self.index]
         self.classes: list[str] = json.loads(self._file.attrs["classes"])

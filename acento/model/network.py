@@ -167,13 +167,19 @@ class AccentClassifier(nn.Module):
         """x: [batch, time, n_mels] padded; lengths: [batch] real frames. Returns logits [batch, classes]."""
         return self.head(self.pool(x, lengths))
 
-    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The utterance vector [batch, pooled_size] that the head classifies (and, in training, the
-        speaker adversary tries to identify the speaker from)."""
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder (conv front-end and RNN, the part `pretrain` trains): x [batch, time, n_mels] padded,
+        lengths [batch] real frames -> ([batch, steps, directions * hidden], zeros past each clip's end;
+        [batch] real steps), steps = ceil(time / frontend_stride)."""
         if self.frontend is not None:
             x, lengths = self.frontend(x, lengths)
         lengths = lengths.to(x.device).clamp(min=1)
-        out = RECURRENT_PATHS[self.recurrent_path or recurrent_path(x.device)](self.rnn, x, lengths)
+        return RECURRENT_PATHS[self.recurrent_path or recurrent_path(x.device)](self.rnn, x, lengths), lengths
+
+    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The utterance vector [batch, pooled_size] that the head classifies (and, in training, the
+        speaker adversary tries to identify the speaker from)."""
+        out, lengths = self.encode(x, lengths)
         if self.cfg.pooling == "last":
             # The forward direction's state at the last real frame (+ the backward's at the first).
             pooled = out[torch.arange(len(out), device=out.device), lengths - 1]
@@ -194,6 +200,15 @@ class AccentClassifier(nn.Module):
                 scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
                 pooled = (torch.softmax(scores, dim=1)[..., None] * out).sum(1)
         return pooled
+
+
+ENCODER_PREFIXES = ("frontend.", "rnn.")  # the state_dict keys of `AccentClassifier.encode`'s modules
+
+
+def encoder_settings(cfg: RNNConfig) -> dict:
+    """The rnn settings that shape the encoder's weights (not dropout, pooling or the head)."""
+    return {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "bidirectional", "frontend",
+                                         "frontend_channels", "frontend_stride", "frontend_kernel")}
 
 
 class _ReverseGradient(torch.autograd.Function):

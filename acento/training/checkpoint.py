@@ -25,15 +25,22 @@ from acento.files import atomic_path
 FORMAT = "acento-train-checkpoint"
 
 
-def run_key(params: Params, cache: Path, drop_speakers: Iterable[str]) -> str:
+def run_key(params: Params, cache: Path, drop_speakers: Iterable[str], encoder: Path | None = None,
+            pseudo_labels: dict[str, int] | None = None) -> str:
     """What a checkpoint must match to be resumed: the parameters the `train` stage lists in dvc.yaml
     (`data.fold`, `model`, `normalise`, `rnn`, `train`), the feature cache's identity (path, size,
-    modification time: it stands for the data and features settings) and the speakers left out; a hex digest."""
+    modification time: it stands for the data and features settings), the speakers left out, the
+    identity of the pretrained encoder it started from (if any) and the pseudo-labels; a hex digest."""
     settings = {"fold": params.data.fold, "model": params.model,
                 **{name: dataclasses.asdict(getattr(params, name)) for name in ("normalise", "rnn", "train")}}
-    stat = Path(cache).stat()
-    identity = [str(Path(cache).resolve()), stat.st_size, stat.st_mtime_ns, sorted(drop_speakers)]
+    identity = [*_identity(cache), sorted(drop_speakers), _identity(encoder) if encoder else None,
+                sorted((pseudo_labels or {}).items())]
     return hashlib.sha256(json.dumps([settings, identity], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _identity(path: Path) -> list:
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 def save(path: Path, key: str, epoch: int, trainer, stopper, history: list[dict], train_seconds: float) -> None:

@@ -34,6 +34,7 @@ from acento.errors import StageError
 from acento.evaluation.crossval import (
     build_feature_cache,
     parse_overrides,
+    pretrained_encoder,
     raw_params,
     run_folds,
 )
@@ -61,8 +62,9 @@ def build(params_file: Path, overrides: dict, out: Path, report: Path, workers: 
     scratch = scratch_folder("final")  # named after this process: removed by the next run if this one is killed
     try:
         cache, folds = build_feature_cache(params_file, Path(cache_dir or scratch), overrides)
+        encoder = pretrained_encoder(params_file, overrides, params.model, cache)
         jobs = [{"variant": "final", "base": "final", "cell": params.model, "fold": fold, "cache": str(cache),
-                 "overrides": overrides, "params_file": str(params_file), "scratch": str(scratch),
+                 "encoder": str(encoder or ""), "overrides": overrides, "params_file": str(params_file), "scratch": str(scratch),
                  "keep": str(scratch / "members" / f"fold{fold}.pt")} for fold in range(folds)]
         runs = []
         for run in run_folds(jobs, workers):

@@ -18,6 +18,7 @@ as nanoGPT's train.py does; the batches and the checkpoint are modules of their 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 import time
@@ -37,7 +38,8 @@ from acento.features.cache import SplitData
 from acento.model.accent_model import AccentModel, speaker_hash
 from acento.model.inference import predict_proba
 from acento.model.inputs import Normaliser
-from acento.model.network import AccentClassifier, SpeakerAdversary, count_parameters
+from acento.model.network import ENCODER_PREFIXES, AccentClassifier, SpeakerAdversary, count_parameters
+from acento.paths import ENCODER_FILE
 from acento.runtime import configure_torch, select_device
 from acento.training.batches import (
     Batcher,
@@ -48,6 +50,7 @@ from acento.training.batches import (
     prefetch,
 )
 from acento.training.checkpoint import remove, restore, run_key, save
+from acento.training.pretrain import load_encoder
 
 
 def seed_everything(seed: int) -> None:
@@ -113,20 +116,24 @@ class EarlyStopping:
 class Trainer:
     """The model, its optimiser and schedule, and the data of one training run."""
 
-    def __init__(self, params: Params, cache: Path, drop_speakers: Iterable[str] = ()):
+    def __init__(self, params: Params, cache: Path, drop_speakers: Iterable[str] = (), encoder: Path | None = None,
+                 pseudo_labels: dict[str, int] | None = None):
         cfg = self.cfg = params.train
         seed_everything(cfg.seed)
         self.device = select_device(params.runtime.device)
         configure_torch(self.device, params.runtime.num_threads, deterministic=True)
         # fold data.fold of a cross-validated cache: its other folds' speakers are train and dev
         self.has_dev = cfg.dev_speakers == "select"
-        self.train_data = SplitData(cache, "train", params.data.fold, drop_speakers, dev_trains=not self.has_dev)
+        self.train_data = SplitData(cache, "train", params.data.fold, drop_speakers, dev_trains=not self.has_dev,
+                                    pseudo_labels=pseudo_labels)
         self.dev_data = SplitData(cache, "dev", params.data.fold, drop_speakers) if self.has_dev else None
         if self.has_dev and len(self.dev_data) == 0:
             raise StageError("the dev split is empty; give data.split.dev a larger share or add speakers")
         n_classes = len(self.train_data.classes)
         self.model = AccentClassifier(self.train_data.feature_config.n_mels, n_classes, params.model,
                                       params.rnn).to(self.device)
+        if cfg.init == "pretrained":
+            self.start_from_encoder(params, encoder)
         self.class_weight = class_weights(self.train_data.labels, n_classes) if cfg.class_weights else None
         self.loss_fn = torch.nn.CrossEntropyLoss(
             weight=None if self.class_weight is None else self.class_weight.to(self.device),
@@ -156,6 +163,26 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.batcher = Batcher(self.train_data, self.normalise, self.device)
         self.inference_batch_size = params.runtime.inference_batch_size
+
+    def start_from_encoder(self, params: Params, encoder: Path | None) -> None:
+        """The conv front-end and the RNN from the pretrained encoder file (`acento.training.pretrain`); the
+        head keeps its random start.  StageError (one line) for a missing or mismatched file."""
+        if encoder is None:
+            self.close()
+            raise StageError("train.init is 'pretrained' but no encoder file was given (the train stage reads "
+                             f"{ENCODER_FILE}); run the pretrain stage, or set train.init: scratch")
+        try:
+            state = load_encoder(Path(encoder), params, dataclasses.asdict(self.train_data.feature_config))
+        except StageError:
+            self.close()
+            raise
+        missing = [k for k in self.model.state_dict() if k.startswith(ENCODER_PREFIXES) and k not in state]
+        unexpected = [k for k in state if k not in self.model.state_dict()]
+        if missing or unexpected:
+            self.close()
+            raise StageError(f"{encoder}: its weights do not fit this network ({(missing or unexpected)[0]}); rerun "
+                             "`dvc repro pretrain`")
+        self.model.load_state_dict(state, strict=False)
 
     def train_one_epoch(self, epoch: int) -> dict:
         """One pass over the training split in shuffled, length-bucketed batches; mean loss and accuracy.
@@ -291,7 +318,8 @@ def log_epoch(live: Live, epoch: int, train: dict, dev: dict, lr: float, improve
 
 
 def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_speakers: Iterable[str] = (),
-          checkpoint: Path | None = None) -> dict:
+          checkpoint: Path | None = None, encoder: Path | None = None,
+          pseudo_labels: dict[str, int] | None = None) -> dict:
     """Trains on the cache's train split of fold `params.data.fold`, picks the epoch on its dev split
     (or keeps the last, training on the dev speakers too: `train.dev_speakers: train`), writes the model
     file with that training split's normalisation statistics.
@@ -299,12 +327,16 @@ def train(params: Params, cache: Path, model_out: Path, live_dir: Path, drop_spe
     cache: HDF5 feature cache (`acento.features.cache`); model_out: model file (`model.AccentModel`);
     live_dir: dvclive folder for the per-epoch curves; drop_speakers: training speakers left out
     (a learning curve); checkpoint: a file the state is saved to after every epoch and resumed from when
-    it belongs to this run (`acento.training.checkpoint`), removed at the end.  Returns the stage
+    it belongs to this run (`acento.training.checkpoint`), removed at the end; encoder: the pretrained
+    encoder file the network starts from with `train.init: pretrained` (`acento.training.pretrain`);
+    pseudo_labels: {unlabelled pool speaker: class index} trained on as labelled (self-training,
+    `acento.evaluation.crossval`).  Returns the stage
     metrics: best dev scores, epochs, training seconds (the epoch loops, not validation) and clips per second.
     """
-    trainer = Trainer(params, cache, drop_speakers)
+    trainer = Trainer(params, cache, drop_speakers, encoder, pseudo_labels)
     stopper = EarlyStopping(params.train.early_stopping_patience)
-    key = run_key(params, cache, drop_speakers) if checkpoint else ""
+    start_from = encoder if params.train.init == "pretrained" else None
+    key = run_key(params, cache, drop_speakers, start_from, pseudo_labels) if checkpoint else ""
     resumed = restore(checkpoint, key, trainer, stopper) if checkpoint else None
     done, history = (resumed["epoch"], resumed["history"]) if resumed else (0, [])
     train_seconds = resumed["train_seconds"] if resumed else 0.0

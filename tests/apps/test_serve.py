@@ -48,7 +48,7 @@ def test_health_names_the_model_its_classes_features_and_checksum(client, traine
     assert health["model_file"]["sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
     # concurrency 0 (the default) means one request per core this process may use
     assert health["limits"] == {"max_upload_mb": 1, "max_seconds": 60.0, "concurrency": len(os.sched_getaffinity(0)),
-                                "queue": 16, "body_seconds": 60.0}
+                                "queue": 16, "body_seconds": 60.0, "max_files": 20}
     limited = TestClient(serve.create_app(trained_model, concurrency=3, queue=5)).get("/health").json()["limits"]
     assert (limited["concurrency"], limited["queue"]) == (3, 5)
 
@@ -100,6 +100,75 @@ def test_unusable_uploads_get_422_naming_the_file(client, name, data, reason):
 
 def test_a_request_without_files_is_422(client):
     assert client.post("/predict").status_code == 422
+    assert client.post("/predict/speaker").status_code == 422
+
+
+# ---------------------------------------------------------------- several files of one person
+def test_several_files_of_one_person_get_one_decision_as_predict_by_speaker_makes_it(client, trained_model,
+                                                                                      sample_clips, tmp_path, capsys):
+    person = tmp_path / "ana"
+    person.mkdir()
+    files = sample_clips[:3] + [person / "tone.wav", person / "broken.mp3"]
+    (person / "tone.wav").write_bytes(wav_bytes(1.0, rate=44100, freq=250.0))
+    (person / "broken.mp3").write_bytes(b"\xff\xfb" + b"garbage" * 100)
+    for clip in sample_clips[:3]:
+        (person / clip.name).write_bytes(clip.read_bytes())
+    named = [(f.name, f.read_bytes()) for f in files]
+    response = client.post("/predict/speaker", files=upload(*named))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    # per file: /predict's own answer for the usable ones, the error for the broken one, in the order sent
+    alone = client.post("/predict", files=upload(*named[:4])).json()["results"]
+    assert [r["file"] for r in answer["results"]] == [f.name for f in files]
+    assert answer["results"][:4] == alone
+    assert answer["results"][4]["error"].startswith("unreadable_audio: broken.mp3: ")
+    # one decision: the class of highest summed (so mean) probability over the usable files, its mean the confidence
+    classes = AccentModel.load(trained_model).classes
+    mean = np.mean([[r["probs"][c] for c in classes] for r in alone], axis=0)
+    assert answer["label"] == classes[int(np.argmax(mean))]
+    assert answer["confidence"] == pytest.approx(mean.max(), abs=1e-4) and 0 <= answer["confidence"] <= 1
+    assert answer["probs"] == pytest.approx(dict(zip(classes, mean)), abs=1e-4)
+    assert (answer["clips"], answer["failed"]) == (4, 1)
+    # and what `acento-predict --by-speaker --json` says of the same files in a folder of their own
+    assert predict_main(["--model", str(trained_model), "--by-speaker", "--json", "--workers", "1", str(person)]) == 1
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["speaker"] == "ana" and (cli["label"], cli["clips"], cli["failed"]) == (answer["label"], 4, 1)
+    assert cli["confidence"] == pytest.approx(answer["confidence"], abs=1e-3)
+
+
+def test_the_persons_class_is_the_highest_summed_probability_not_the_first_file_nor_the_vote(trained_model,
+                                                                                            monkeypatch):
+    client = TestClient(serve.create_app(trained_model))
+    scores = np.array([[0.4, 0.6], [0.45, 0.55], [0.95, 0.05]])  # two of three clips say low; summed: high 1.8
+    monkeypatch.setattr(AccentModel, "predict_log_mels", lambda self, clips: scores[:len(clips)])
+    named = [("a.wav", wav_bytes(0.5)), ("bad.wav", b""), ("b.wav", wav_bytes(0.6)), ("c.wav", wav_bytes(0.7))]
+    answer = client.post("/predict/speaker", files=upload(*named)).json()
+    assert [r.get("label") for r in answer["results"]] == ["low", None, "low", "high"]
+    assert (answer["label"], answer["confidence"], answer["clips"], answer["failed"]) == ("high", 0.6, 3, 1)
+    assert answer["probs"] == {"high": 0.6, "low": 0.4}
+
+
+def test_a_person_none_of_whose_files_is_usable_gets_422_naming_each(client):
+    response = client.post("/predict/speaker", files=upload(("empty.wav", b""), ("silence.wav", wav_bytes(1.0, level=0))))
+    assert response.status_code == 422
+    body = response.json()
+    assert [e["file"] for e in body["errors"]] == ["empty.wav", "silence.wav"]
+    assert body["errors"][0]["error"].startswith("empty_audio: empty.wav: ")
+    assert body["errors"][1]["error"].startswith("silent_audio: silence.wav: ")
+    assert body["detail"].startswith("none of the 2 upload(s) could be classified: empty_audio: empty.wav: ")
+
+
+def test_more_files_than_max_files_get_413_before_any_is_classified(trained_model, monkeypatch):
+    client = TestClient(serve.create_app(trained_model, max_files=2))
+    assert client.get("/health").json()["limits"]["max_files"] == 2
+    assert client.post("/predict/speaker", files=upload(*[(f"{i}.wav", wav_bytes(0.5)) for i in range(2)])) \
+        .status_code == 200
+    monkeypatch.setattr(serve.Classifier, "decode", lambda self, uploads: pytest.fail("classified"))
+    for route in ("/predict", "/predict/speaker"):
+        response = client.post(route, files=upload(*[(f"{i}.wav", wav_bytes(0.5)) for i in range(3)]))
+        assert response.status_code == 413
+        assert response.json()["detail"] == ("3 files in one request, over the limit of 2 (acento-serve --max-files); "
+                                             "send them in several requests")
 
 
 def test_a_body_over_the_limit_gets_413_declared_or_streamed(client):
@@ -112,6 +181,8 @@ def test_a_body_over_the_limit_gets_413_declared_or_streamed(client):
         for _ in range(20):
             yield b"\0" * 65536
     response = client.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
+    response = client.post("/predict/speaker", files=big)  # the same limit for several files of one person
     assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
 
 
@@ -145,7 +216,7 @@ def test_the_page_and_the_api_docs_are_served_and_the_page_loads_nothing_from_el
     assert "predict?spectrogram=true" in page.text and 'id="record"' in page.text
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
     assert client.get("/docs").status_code == 200
-    assert {"/predict", "/health"} <= set(client.get("/openapi.json").json()["paths"])
+    assert {"/predict", "/predict/speaker", "/health"} <= set(client.get("/openapi.json").json()["paths"])
 
 
 def test_a_missing_model_file_is_one_line_and_status_2(tmp_path, capsys):
@@ -200,6 +271,7 @@ def test_the_api_reference_page_works_offline(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<script" not in page.text and "cdn" not in page.text.lower()
     assert "POST /predict" in page.text and "GET /health" in page.text and "/openapi.json" in page.text
+    assert "POST /predict/speaker" in page.text
     assert client.get("/redoc").status_code == 404
 
 
@@ -316,8 +388,8 @@ def test_scores_that_turn_nan_get_503_and_an_unhealthy_health_never_500_or_nan(t
     client = TestClient(serve.create_app(trained_model))
     assert client.get("/health").json()["status"] == "ok"
     monkeypatch.setattr(AccentModel, "predict_log_mels", lambda self, clips: np.full((len(clips), 2), np.nan))
-    for _ in range(2):  # the request that met it, and every later one
-        response = client.post("/predict", files=upload(("a.wav", wav_bytes(0.5))))
+    for route in ("/predict/speaker", "/predict"):  # the request that met it, and every later one
+        response = client.post(route, files=upload(("a.wav", wav_bytes(0.5))))
         assert response.status_code == 503
         assert strict_json(response.text)["detail"].startswith(
             f"{trained_model}: the model gives scores that are not finite numbers (NaN or infinity) for 1 upload(s) "

@@ -292,3 +292,36 @@ def test_a_dev_share_too_small_for_the_speakers_is_one_line_naming_it(tmp_path):
         run(tmp_path, rows, **{"data.split.train": 0.79, "data.split.dev": 0.01})
     assert str(err.value) == ("data.split.dev = 0.01 makes each fold's dev split 1/80 of its other speakers "
                               "(dev / (train + dev)), but fold 0 leaves 16 of them; raise data.split.dev")
+
+
+def test_the_unlabelled_pool_keeps_whole_speakers_of_no_class_and_none_of_a_labelled_speaker(tmp_path):
+    rows = balanced_rows(speakers_per_class=5, clips_per_speaker=2)
+    labelled_speaker = rows[0]["client_id"]
+    extra = [
+        *({"client_id": speaker_id(80), "path": f"none{i}.mp3", "accents": ""} for i in range(3)),
+        *({"client_id": speaker_id(81), "path": f"other{i}.mp3", "accents": "acento neutro"} for i in range(2)),
+        {"client_id": speaker_id(82), "path": "u82.mp3", "accents": ""},
+        {"client_id": speaker_id(83), "path": "short82.mp3", "accents": "", "seconds": 0.4},
+        {"client_id": speaker_id(84), "path": "gone.mp3", "accents": "", "_no_file": True},
+        {"client_id": labelled_speaker, "path": "mine.mp3", "accents": ""},  # a labelled speaker's clip
+        {"client_id": speaker_id(85), "path": "ambiguous.mp3", "accents": f"{MEXICO},{NORTE}"},  # not unlabelled
+    ]
+    frame, metrics = run(tmp_path, rows + extra, **{"data.unlabelled_clips": 100})
+    pool = frame[frame["split"] == "pool"]
+    assert sorted(pool["clip"]) == ["none0.mp3", "none1.mp3", "none2.mp3", "other0.mp3", "other1.mp3", "u82.mp3"]
+    assert (pool["label"] == "").all() and (pool["fold"] == -1).all() and (pool["dev_folds"] == 0).all()
+    assert not set(pool["speaker"]) & set(frame.loc[frame["split"] != "pool", "speaker"])
+    assert metrics["pool"]["clips"] == 6 and metrics["pool"]["speakers"] == 3
+    assert {k: v for k, v in metrics["pool"]["dropped"].items() if v} == \
+        {"too_short": 1, "missing_file": 1, "labelled_speaker": 1}
+    labelled = frame[frame["split"] != "pool"].reset_index(drop=True)
+    without, metrics0 = run(tmp_path / "again", rows + extra)  # data.unlabelled_clips: 0, the default
+    pd.testing.assert_frame_equal(labelled.drop(columns="audio_path"), without.drop(columns="audio_path"))  # the labelled manifest is the same with or without a pool
+    assert metrics0["pool"]["clips"] == 0 and metrics0["pool"]["dropped"]["pool_cap"] == 0
+    assert metrics0["dropped"] == metrics["dropped"]
+    # a budget of 4 clips keeps whole speakers only: never a speaker cut in part
+    capped, metrics4 = run(tmp_path / "capped", rows + extra, **{"data.unlabelled_clips": 4})
+    kept = capped[capped["split"] == "pool"].groupby("speaker").size()
+    assert kept.sum() <= 4 and kept.sum() + metrics4["pool"]["dropped"]["pool_cap"] == 6
+    assert dict(kept) == {s: n for s, n in {speaker_id(80): 3, speaker_id(81): 2, speaker_id(82): 1}.items()
+                          if s in kept.index}

@@ -65,3 +65,12 @@ def test_describe_kept_epoch_says_how_the_epoch_was_chosen():
     assert describe_kept_epoch(picked) == "dev macro-F1 0.412 at epoch 31/80"
     last = {"best_dev": None, "best_epoch": 80, "epochs_run": 80}
     assert describe_kept_epoch(last) == "no dev split, last epoch 80/80"
+
+
+def test_speaker_means_average_each_speakers_clips():
+    from acento.evaluation.metrics import speaker_means
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.5, 0.5]])
+    ids, mean = speaker_means(np.array(["b", "a", "b", "a"]), probs)
+    assert ids.tolist() == ["a", "b"]
+    np.testing.assert_allclose(mean, [[0.35, 0.65], [0.65, 0.35]])

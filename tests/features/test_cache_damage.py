@@ -79,6 +79,7 @@ def test_a_changed_table_entry_fails_the_tables_checksum(built, table, row, valu
 @pytest.mark.parametrize("table, row, value, why", [
     ("lengths", 1, 9999, "clip offsets that do not follow the lengths"),
     ("labels", 0, 7, "a label outside the 2 classes"),
+    ("labels", 0, -1, "a label outside the 2 classes"),  # the unlabelled pool's label on a labelled clip
     ("lengths", 0, 0, "a clip of no frames"),
     ("group", 2, 99, "a statistics group out of range"),
 ])

@@ -120,6 +120,33 @@ def test_one_cache_serves_every_fold_with_that_folds_training_statistics(tmp_pat
         np.testing.assert_allclose(data.mean, kept.mean(0), rtol=1e-4, atol=1e-4)
 
 
+def test_the_unlabelled_pool_is_cached_apart_from_every_fold_with_its_own_statistics(tmp_path):
+    cfg = params(**{"features.dtype": "float32"}).features
+    labelled = fold_manifest(tmp_path)
+    pool = []
+    for i in range(3):
+        path = tmp_path / f"p{i}.wav"
+        sf.write(path, tone(0.6 + 0.2 * i, rate=16000, freq=900 + 70 * i, seed=50 + i), 16000)
+        pool.append({"clip": path.name, "audio_path": str(path), "speaker": f"u{i % 2}", "label": "",
+                     "split": "pool", "fold": -1, "dev_folds": 0})
+    frame = pd.concat([labelled, pd.DataFrame(pool)], ignore_index=True)
+    with_pool, without = tmp_path / "with.h5", tmp_path / "without.h5"
+    metrics = build_cache(frame, cfg, with_pool, 1)
+    build_cache(labelled, cfg, without, 1)
+    assert metrics["clips"] == {**{f"fold{k}": 2 for k in range(5)}, "pool": 3}
+    for fold in range(5):
+        for split in ("train", "dev", "test"):  # every fold's splits as without the pool
+            with SplitData(with_pool, split, fold) as a, SplitData(without, split, fold) as b:
+                assert a.clips.tolist() == b.clips.tolist() and a.classes == b.classes == ["a", "b"]
+                np.testing.assert_array_equal(a.mean, b.mean)
+        with SplitData(with_pool, "pool", fold) as data:
+            assert data.clips.tolist() == ["p0.wav", "p1.wav", "p2.wav"] and (data.labels == -1).all()
+            direct = np.concatenate([LogMel(cfg).from_file(tmp_path / c) for c in data.clips])
+            np.testing.assert_allclose(data.mean, direct.mean(0), rtol=1e-4, atol=1e-4)
+    with pytest.raises(StageError, match="the pool is empty"):
+        SplitData(without, "pool", 0)
+
+
 def test_a_fold_the_cache_lacks_or_an_old_cache_is_one_line_to_rebuild(tmp_path):
     out = tmp_path / "features.h5"
     build_cache(fold_manifest(tmp_path), params().features, out, 1)

@@ -62,7 +62,7 @@ def test_every_stage_lists_every_project_module_it_imports():
 
 def test_every_stage_runs_a_module_of_the_package():
     modules = stage_modules()
-    assert set(modules) == {"download", "prepare", "features", "train", "evaluate"}
+    assert set(modules) == {"download", "prepare", "features", "pretrain", "train", "evaluate"}
     for name, (module, _) in modules.items():
         assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), name
 
@@ -82,8 +82,9 @@ def test_dvc_yaml_outputs_are_the_paths_the_code_writes():
     for_people = {paths.COMPARE_REPORT, paths.ABLATION_REPORT, paths.ABLATION_JSON, paths.BENCH_REPORT,
                   paths.BENCH_JSON, paths.FINAL_MODEL, paths.TRAIN_TIMING, paths.EVAL_TIMING, paths.TRAIN_CHECKPOINT}
     in_code = {str(v) for k, v in vars(paths).items() if k.isupper() and v not in for_people}
-    # the dvclive folder is declared by its plots subfolder
-    in_code = {f"{p}/plots/metrics" if p == str(paths.TRAINING_CURVES) else p for p in in_code}
+    # the dvclive folders are declared by their plots subfolders
+    curves = {str(paths.TRAINING_CURVES), str(paths.PRETRAINING_CURVES)}
+    in_code = {f"{p}/plots/metrics" if p in curves else p for p in in_code}
     assert declared == in_code
     # the trained model is also the registry's model artifact
     assert [a["path"] for a in dvc_yaml["artifacts"].values() if a["type"] == "model"] == [str(paths.MODEL_FILE)]

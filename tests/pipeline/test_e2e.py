@@ -139,7 +139,9 @@ def test_changing_the_fold_seed_or_cell_reruns_only_train_and_evaluate(repo):
         assert stale() == set()
         assert stale(data__fold=3) == {"train", "evaluate"}  # both read data.fold
         assert stale(train__seed=7) == {"train"}  # evaluate follows when the model file changes
-        assert stale(model="gru" if yaml.safe_load(original)["model"] == "lstm" else "lstm") == {"train"}
+        # the encoder is the cell's own: pretrain reruns too (at once with pretrain.epochs 0)
+        assert stale(model="gru" if yaml.safe_load(original)["model"] == "lstm" else "lstm") == {"pretrain", "train"}
+        assert stale(pretrain__epochs=3) == {"pretrain"}  # train follows only when the encoder file changes
         assert stale(data__seed=7) >= {"prepare"}  # the folds themselves do depend on data.seed
         stale(data__fold=3)
         out = run("dvc", "repro").stdout
@@ -148,6 +150,41 @@ def test_changing_the_fold_seed_or_cell_reruns_only_train_and_evaluate(repo):
         fold3 = pd.read_csv(work / "metrics/predictions.csv")
         # another fold's test speakers, from the same cache
         assert len(fold3) > 0 and not set(fold3["speaker"]) & set(fold0["speaker"])
+    finally:
+        (work / "params.yaml").write_text(original)
+
+
+def test_pretraining_on_the_unlabelled_pool_then_training_from_it(repo):
+    """data.unlabelled_clips keeps the sample's speakers of no accent as a pool; pretrain trains the encoder on
+    it and train starts from it; the labelled folds are as without the pool."""
+    work, run = repo
+    run("dvc", "repro")
+    original = (work / "params.yaml").read_text()
+    labelled = pd.read_csv(work / "data/prepared/manifest.tsv", sep="\t")
+    params = yaml.safe_load(original)
+    params["data"]["unlabelled_clips"] = 1000
+    params["pretrain"].update({"epochs": 2, "batch_size": 8})
+    params["train"]["init"] = "pretrained"
+    try:
+        (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+        out = run("dvc", "repro").stdout
+        assert all(f"Running stage '{s}'" in out for s in ("prepare", "features", "pretrain", "train", "evaluate"))
+        manifest = pd.read_csv(work / "data/prepared/manifest.tsv", sep="\t", keep_default_na=False)
+        pool = manifest[manifest["split"] == "pool"]
+        data = json.loads((work / "metrics/data.json").read_text())
+        assert len(pool) == data["pool"]["clips"] > 0 and (pool["label"] == "").all()
+        assert not set(pool["speaker"]) & set(labelled["speaker"])  # no fold's speaker is in the pool
+        assert len(manifest) - len(pool) == len(labelled)
+        pretrained = json.loads((work / "metrics/pretrain.json").read_text())
+        assert pretrained["epochs"] == 2 and pretrained["clips"] == json.loads(
+            (work / "metrics/features.json").read_text())["clips"]["pool"]
+        assert json.loads((work / "metrics/eval.json").read_text())["accuracy"] >= 0
+        # asking to start from an encoder that was never pretrained is one line, before any training
+        params["pretrain"]["epochs"] = 0
+        (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+        result = run(sys.executable, "-m", "pipeline.train", check=False)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert "'train.init' is 'pretrained' but 'pretrain.epochs' is 0" in result.stderr
     finally:
         (work / "params.yaml").write_text(original)
 
@@ -187,7 +224,7 @@ def test_bad_params_stop_the_stage_with_one_line(repo):
 def test_every_stage_has_help(repo):
     work, run = repo
     own_output = {"download": "data/release.json", "prepare": "data/prepared/manifest.tsv",
-                  "features": "data/features/features.h5", "train": "models/model.pt",
+                  "features": "data/features/features.h5", "pretrain": "models/encoder.pt", "train": "models/model.pt",
                   "evaluate": "metrics/eval.json"}
     for stage, output in own_output.items():
         text = " ".join(run(sys.executable, "-m", f"pipeline.{stage}", "--help").stdout.split())

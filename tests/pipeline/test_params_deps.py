@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from acento.errors import StageError
-from pipeline import download, evaluate, features, prepare, train
-from tests.helpers import ROOT, balanced_rows, make_release, params, tiny
+from pipeline import download, evaluate, features, prepare, pretrain, train
+from tests.helpers import ROOT, balanced_rows, make_release, params, speaker_id, tiny
 
 TINY = tiny(**{"runtime.workers": 1, "data.folds": 3, "data.min_speakers": 2})
 
@@ -55,8 +55,9 @@ def declared() -> dict[str, set[str]]:
 def reads(tmp_path_factory) -> dict[str, set[str]]:
     """The parameters each stage read, running the pipeline once on a small release."""
     tmp = tmp_path_factory.mktemp("deps")
-    locale = make_release(tmp / "release", balanced_rows(speakers_per_class=4, clips_per_speaker=2))
-    p = params(**TINY, **{"data.source": str(locale.parent),
+    unlabelled = [{"client_id": speaker_id(70 + i), "path": f"u{i}.mp3", "accents": ""} for i in range(4)]
+    locale = make_release(tmp / "release", balanced_rows(speakers_per_class=4, clips_per_speaker=2) + unlabelled)
+    p = params(**TINY, **{"data.source": str(locale.parent), "data.unlabelled_clips": 10, "pretrain.epochs": 1,
                           "data.classes": {"norte": [balanced_rows()[0]["accents"]],
                                            "mexico": [balanced_rows()[3]["accents"]]}})
     out: dict[str, set[str]] = {}
@@ -77,8 +78,12 @@ def reads(tmp_path_factory) -> dict[str, set[str]]:
     out["prepare"] = run(prepare, release=tmp / "release.json", out=tmp / "manifest.tsv", metrics=tmp / "data.json")
     out["features"] = run(features, manifest=tmp / "manifest.tsv", out=tmp / "features.h5",
                           metrics=tmp / "features.json")
+    out["pretrain"] = run(pretrain, cache=tmp / "features.h5", out=tmp / "encoder.pt", metrics=tmp / "pretrain.json",
+                          live=tmp / "live-pretrain")
+    assert json.loads((tmp / "pretrain.json").read_text())["clips"] == 4  # the pool was there to pretrain on
     out["train"] = run(train, cache=tmp / "features.h5", out=tmp / "model.pt", metrics=tmp / "train.json",
-                       live=tmp / "live", timing=tmp / "train-timing.json", checkpoint=tmp / "ckpt.pt")
+                       live=tmp / "live", timing=tmp / "train-timing.json", checkpoint=tmp / "ckpt.pt",
+                       encoder=tmp / "encoder.pt")
     out["evaluate"] = run(evaluate, model_file=tmp / "model.pt", cache=tmp / "features.h5",
                           metrics=tmp / "eval.json", confusion=tmp / "confusion.json",
                           predictions=tmp / "predictions.csv", png=tmp / "confusion.png",
@@ -87,7 +92,7 @@ def reads(tmp_path_factory) -> dict[str, set[str]]:
     return out
 
 
-@pytest.mark.parametrize("stage", ["download", "prepare", "features", "train", "evaluate"])
+@pytest.mark.parametrize("stage", ["download", "prepare", "features", "pretrain", "train", "evaluate"])
 def test_a_stage_lists_every_parameter_it_reads_and_no_other(reads, stage):
     deps = declared()[stage]
     read = {key for key in reads[stage] if not key.startswith("runtime.")}
