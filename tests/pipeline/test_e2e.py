@@ -64,7 +64,8 @@ def test_repro_then_gru_experiment_and_metrics_diff(repo):
     work, run = repo
     run("dvc", "repro")
     data = json.loads((work / "metrics/data.json").read_text())
-    assert set(data) == {"clips", "speakers", "dropped"} and data["dropped"]["no_accent"] > 0
+    assert set(data) == {"clips", "speakers", "dropped", "pool"} and data["dropped"]["no_accent"] > 0
+    assert data["pool"]["clips"] == 0  # data.unlabelled_clips: 0, no pool by default
     # every labelled speaker of the sample in exactly one of the 5 test folds
     assert list(data["speakers"]) == [f"fold{k}" for k in range(5)]
     assert sum(sum(counts.values()) for counts in data["speakers"].values()) == 196
