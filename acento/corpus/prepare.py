@@ -115,9 +115,13 @@ def label_rows(rows: pd.DataFrame, classes: dict[str, list[str]],
     return rows[rows["label"].notna()], rows[reasons.isin(["no_accent", "unmapped_accent"])]
 
 
-def drop_missing_files(rows: pd.DataFrame, clips_dir: Path, dropped: Counter[str]) -> pd.DataFrame:
+def clip_files(clips_dir: Path) -> set[str]:
+    """The names in the release's clips/ folder (read once: a full release has ~1.5 million)."""
     with os.scandir(clips_dir) as it:
-        present = {e.name for e in it}
+        return {e.name for e in it}
+
+
+def drop_missing_files(rows: pd.DataFrame, present: set[str], dropped: Counter[str]) -> pd.DataFrame:
     exists = rows["path"].isin(present)
     dropped["missing_file"] += int((~exists).sum())
     return rows[exists]
@@ -218,8 +222,9 @@ def release_clips(data: DataConfig, locale_dir: Path, unlabelled: bool = False) 
     if not unlabelled:
         pool = pool.iloc[:0]
     clips_dir = locale_dir / "clips"
-    rows = drop_missing_files(rows, clips_dir, dropped)
-    pool = drop_missing_files(pool, clips_dir, pool_dropped) if len(pool) else pool
+    present = clip_files(clips_dir)
+    rows = drop_missing_files(rows, present, dropped)
+    pool = drop_missing_files(pool, present, pool_dropped)
     seconds = clip_seconds(locale_dir, pd.concat([rows["path"], pool["path"]]))
     rows = filter_durations(rows, seconds[rows.index], data, dropped)
     pool = filter_durations(pool, seconds[pool.index], data, pool_dropped)

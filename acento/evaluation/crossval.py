@@ -166,11 +166,17 @@ def run_fold(job: dict) -> dict:
             dropped = speakers_left_out(full.speakers, full.labels, job["train_fraction"], params.data.seed)
     no_vscode_signals()
     encoder = Path(job["encoder"]) if job.get("encoder") else None
-    with contextlib.redirect_stdout(io.StringIO()):
-        metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live", dropped, encoder=encoder)
-    model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
+
+    def fit(live: str, pseudo_labels: dict[str, int] | None = None) -> tuple[dict, AccentModel, np.ndarray]:
+        """One training run into work/model.pt: its metrics, its model and the test fold's probabilities."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics = train(params, Path(job["cache"]), work / "model.pt", work / live, dropped, encoder=encoder,
+                            pseudo_labels=pseudo_labels)
+        model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
+        return metrics, model, model.predict_split(test)
+
     with SplitData(job["cache"], "test", job["fold"]) as test:
-        probs = model.predict_split(test)
+        metrics, model, probs = fit("live")
     teacher = {}
     if job.get("self_train") is not None:
         # Self-training: the fold's model labels the unlabelled pool's speakers (one decision per speaker, kept
@@ -181,13 +187,9 @@ def run_fold(job: dict) -> dict:
         sure = mean.max(1) >= job["self_train"]
         pseudo = {str(s): int(c) for s, c in zip(ids[sure], mean.argmax(1)[sure])}
         teacher = {"teacher_probs": probs.tolist(), "pseudo_speakers": len(pseudo), "pool_speakers": len(ids),
-                   "pseudo_classes": np.bincount(list(pseudo.values()), minlength=len(test.classes)).tolist()}
-        with contextlib.redirect_stdout(io.StringIO()):
-            metrics = train(params, Path(job["cache"]), work / "model.pt", work / "live-student", dropped,
-                            encoder=encoder, pseudo_labels=pseudo)
-        model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
+                   "pseudo_classes": np.bincount(list(pseudo.values()), minlength=len(model.classes)).tolist()}
         with SplitData(job["cache"], "test", job["fold"]) as test:
-            probs = model.predict_split(test)
+            metrics, model, probs = fit("live-student", pseudo)
     if job.get("keep"):
         Path(job["keep"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(work / "model.pt", job["keep"])

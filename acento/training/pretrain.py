@@ -41,6 +41,7 @@ from acento.console import progress
 from acento.corpus.manifest import POOL
 from acento.errors import StageError
 from acento.features.cache import SplitData, open_cache
+from acento.model.accent_model import FEATURES_NOT_COMPARED
 from acento.files import atomic_path
 from acento.model.inputs import Normaliser
 from acento.model.network import ENCODER_PREFIXES, AccentClassifier, encoder_settings
@@ -49,8 +50,6 @@ from acento.training.batches import Batcher, bucketed_batches, no_draws
 
 FORMAT = "acento-encoder"
 FORMAT_VERSION = 1
-# Feature settings that do not change the log-mels a network reads (as `AccentModel.check_features`).
-IGNORED_FEATURES = ("dtype", "max_failed_fraction")
 
 
 def span_mask(lengths: np.ndarray, steps: int, share: float, span: int, rng: np.random.Generator) -> np.ndarray:
@@ -118,9 +117,9 @@ def load_encoder(path: Path, params: Params, features: dict) -> dict:
         raise StageError(f"{path}: holds no pretrained encoder ({content['reason']}); set pretrain.epochs > 0 with an "
                          "unlabelled pool (data.unlabelled_clips > 0), or train.init: scratch")
     wanted = {"cell": params.model, **{f"rnn.{k}": v for k, v in encoder_settings(params.rnn).items()},
-              **{f"features.{k}": v for k, v in features.items() if k not in IGNORED_FEATURES}}
+              **{f"features.{k}": v for k, v in features.items() if k not in FEATURES_NOT_COMPARED}}
     stored = {"cell": content["cell"], **{f"rnn.{k}": v for k, v in content["encoder"].items()},
-              **{f"features.{k}": v for k, v in content["features"].items() if k not in IGNORED_FEATURES}}
+              **{f"features.{k}": v for k, v in content["features"].items() if k not in FEATURES_NOT_COMPARED}}
     differ = [f"{k} {stored.get(k)!r} (train asks for {v!r})" for k, v in wanted.items() if stored.get(k) != v]
     if differ:
         raise StageError(f"{path}: pretrained with other settings than train asks for: {', '.join(differ)}; rerun "
