@@ -74,6 +74,9 @@ ALTERNATIVES: dict[str, tuple[str, dict]] = {
                                      "train.early_stopping_patience": 40, "train.dev_speakers": "select"}),
     # the dev speakers pick the epoch instead of training too (the defaults of round 3)
     "default:dev_select": ("default", {"train.dev_speakers": "select"}),
+    # issue 35: start from the encoder pretrained on the unlabelled pool (masked reconstruction, 20 epochs);
+    # needs a pool: --set data.unlabelled_clips=100000 (the same for its `default` rows, so both share one cache)
+    "default:pretrained": ("default", {"train.init": "pretrained", "pretrain.epochs": 20}),
 }
 
 
@@ -108,9 +111,11 @@ def pooled_predictions(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, dict[i
 def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
     """One row per variant and cell whose `folds` x `n_seeds` runs are all in: the pooled out-of-fold balanced
     accuracy of the seeds' mean probability per clip (one seed: that seed's), with its speaker-bootstrap
-    interval; with several seeds also each seed's own pooled value (`per_seed`)."""
+    interval; the speaker-level balanced accuracy of the same probabilities (one decision per speaker:
+    `acento.evaluation.stats.speaker_balanced_accuracy`); with several seeds also each seed's own pooled
+    value (`per_seed`)."""
     from acento.evaluation.metrics import balanced_accuracy
-    from acento.evaluation.stats import pooled_balanced_accuracy
+    from acento.evaluation.stats import pooled_balanced_accuracy, speaker_balanced_accuracy
 
     rows = []
     frame = pd.DataFrame(runs)
@@ -127,6 +132,7 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
                "train_fraction": float(group.iloc[0].get("train_fraction", 1.0)), "cell": cell,
                "pooled_balanced_accuracy": round(pooled["value"], 4),
                "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
+               "speaker_balanced_accuracy": speaker_balanced_accuracy(speakers, labels, probs),
                "train_accuracy": round(float(train_acc), 3), "dev_accuracy": dev_acc,
                "gap": None if dev_acc is None else round(float(train_acc) - dev_acc, 3),
                "folds": int(group["fold"].nunique()), "test_folds": sorted(int(f) for f in group["fold"].unique()),
@@ -149,12 +155,16 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
              "`VARIANT@F`: trained on a share F of each fold's training speakers; `VARIANTxNseeds`: each clip's "
              "probabilities averaged over N training seeds (each seed's own value in the last column); "
              "`VARIANT~fA,B`: only test folds A and B ran (their speakers only).", "",
-             "| variant | cell | pooled balanced accuracy [95% CI] | train acc | dev acc | gap | best epoch | "
-             "train s/fold | each seed |", "|---|---|---|---|---|---|---|---|---|"]
+             "Speaker-level: one decision per speaker (the class of highest summed probability over their clips), "
+             "balanced over classes, its interval resampling speakers (– in rows written before it was kept).", "",
+             "| variant | cell | pooled balanced accuracy [95% CI] | speaker-level [95% CI] | train acc | dev acc | gap "
+             "| best epoch | train s/fold | each seed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["variant"] + (f" (off {ALTERNATIVES[r['variant']][0]})" if r["variant"] in ALTERNATIVES else "")
+        spk = r.get("speaker_balanced_accuracy")
+        spk_cell = f"{spk['value']:.3f} [{spk['ci_low']:.3f}, {spk['ci_high']:.3f}]" if spk else "–"
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_accuracy']:.3f} "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {r['train_accuracy']:.3f} "
                      f"| {_fmt(r['dev_accuracy'], '.3f')} | {_fmt(r['gap'], '+.3f')} | {r['mean_best_epoch']:.1f} "
                      f"| {r['train_seconds_per_fold']:.0f} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
@@ -318,11 +328,14 @@ def plot_learning_curves(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (base, cell), points in curves.items():
+    styles = {base: ("-", "--", ":", "-.")[i % 4] for i, base in enumerate(dict.fromkeys(b for b, _ in curves))}
+    colours = {cell: f"C{i}" for i, cell in enumerate(dict.fromkeys(c for _, c in curves))}
+    for (base, cell), points in curves.items():  # a colour per cell, a line style per variant
         x = [100 * share(r) for r in points]
         y = np.array([r["pooled_balanced_accuracy"] for r in points])
         err = np.array([[v - r["ci_low"], r["ci_high"] - v] for v, r in zip(y, points)]).T
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{base} {cell.upper()}")
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle=styles[base], color=colours[cell],
+                    label=f"{base} {cell.upper()}")
     ax.set_xlabel("training speakers used (% of each fold's, per class)")
     ax.set_ylabel("pooled out-of-fold balanced accuracy")
     ax.set_title("Learning curve (95% speaker-bootstrap intervals)")

@@ -39,8 +39,8 @@ from acento.corpus.prepare import labelled_clips
 from acento.corpus.records import split_accents
 from acento.corpus.release import ARCHIVE_SUFFIXES, extract_release, find_locale_dir
 from acento.errors import StageError
-from acento.evaluation.metrics import classification_metrics, speaker_decisions
-from acento.evaluation.stats import pooled_balanced_accuracy
+from acento.evaluation.metrics import classification_metrics
+from acento.evaluation.stats import speaker_balanced_accuracy
 from acento.evaluation.outputs import write_predictions
 from acento.files import write_json
 from acento.model.accent_model import AccentModel, ModelFileError, speaker_hash
@@ -176,15 +176,6 @@ def score(model: AccentModel, locale_dir: Path, data: DataConfig, merge: dict[st
     predictions = {"clips": rows["clip"].tolist(), "speakers": rows["speaker"].tolist(),
                    "labels": rows["label"].tolist(), "probs": probs_arr}
     return metrics, predictions
-
-
-def speaker_balanced_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict:
-    """{"value", "ci_low", "ci_high"}: the balanced accuracy of one decision per speaker (the class of highest
-    summed probability over their clips: `acento.evaluation.metrics.speaker_decisions`) against their true
-    class, each class's recall over its speakers, with a 95% bootstrap interval over speakers
-    (`acento.evaluation.stats.pooled_balanced_accuracy` with one row per speaker)."""
-    ids, truth, decided = speaker_decisions(speakers, labels, probs)
-    return {k: round(v, 4) for k, v in pooled_balanced_accuracy(ids, truth, decided).items()}
 
 
 def heard_speakers(model: AccentModel, speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from acento.evaluation.metrics import balanced_accuracy
+from acento.evaluation.metrics import balanced_accuracy, speaker_decisions
 
 CONFIDENCE = 0.95
 
@@ -43,6 +43,15 @@ def pooled_balanced_accuracy(speakers: np.ndarray, labels: np.ndarray, pred: np.
     boots = np.array([balanced_accuracy(labels, pred, w) for w in weights])
     low, high = bootstrap_interval(boots)
     return {"value": balanced_accuracy(labels, pred), "ci_low": low, "ci_high": high}
+
+
+def speaker_balanced_accuracy(speakers: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict:
+    """{"value", "ci_low", "ci_high"}: the balanced accuracy of one decision per speaker (the class of highest
+    summed probability over their clips: `acento.evaluation.metrics.speaker_decisions`) against their true
+    class, each class's recall over its speakers, with a 95% bootstrap interval over speakers
+    (`pooled_balanced_accuracy` with one row per speaker)."""
+    ids, truth, decided = speaker_decisions(speakers, labels, probs)
+    return {k: round(v, 4) for k, v in pooled_balanced_accuracy(ids, truth, decided).items()}
 
 
 def paired_difference(speakers: np.ndarray, labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,

@@ -188,18 +188,3 @@ def test_a_model_that_heard_none_of_the_speakers_says_nothing_and_an_old_one_war
                          "--classes", f"high={NORTE}", f"low={MEXICO}")
     assert code == 0 and json.loads(out)["heard_speakers"] is None
     assert f"warning: {tmp_path / 'old.pt'} does not list the speakers it was trained on" in err
-
-
-
-def test_speaker_balanced_accuracy_decides_once_per_speaker_on_summed_probabilities():
-    from acento.apps.score import speaker_balanced_accuracy
-
-    speakers = np.array(["a", "a", "b", "b", "c", "d", "d", "d"])
-    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    probs = np.array([[0.9, 0.1], [0.4, 0.6],   # a: summed 1.3 / 0.7 -> 0, right (one clip of two wrong)
-                      [0.45, 0.55], [0.3, 0.7],  # b: 0.75 / 1.25 -> 1, wrong
-                      [0.2, 0.8],                # c: right
-                      [0.6, 0.4], [0.6, 0.4], [0.1, 0.9]])  # d: 1.3 / 1.7 -> 1, right (two clips of three wrong)
-    # class 0: speakers a (right), b (wrong): recall 1/2; class 1: c, d both right: recall 1 -> 0.75
-    result = speaker_balanced_accuracy(speakers, labels, probs)
-    assert result["value"] == 0.75 and 0.25 <= result["ci_low"] <= 0.75 <= result["ci_high"] <= 1.0

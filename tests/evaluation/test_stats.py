@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from acento.evaluation.metrics import balanced_accuracy
-from acento.evaluation.stats import paired_difference, pooled_balanced_accuracy, verdict
+from acento.evaluation.stats import paired_difference, pooled_balanced_accuracy, speaker_balanced_accuracy, verdict
 
 
 def speakers_and_labels(n_speakers=40, clips=5, classes=4):
@@ -54,3 +54,15 @@ def test_the_bootstrap_resamples_speakers_so_duplicated_clips_do_not_narrow_the_
     assert many["value"] == pytest.approx(one["value"])
     # A clip bootstrap would shrink the interval by about sqrt(100) = 10x; resampling speakers does not.
     assert width(many) == pytest.approx(width(one), rel=0.25) and width(one) > 0.15
+
+
+def test_speaker_balanced_accuracy_decides_once_per_speaker_on_summed_probabilities():
+    speakers = np.array(["a", "a", "b", "b", "c", "d", "d", "d"])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6],   # a: summed 1.3 / 0.7 -> 0, right (one clip of two wrong)
+                      [0.45, 0.55], [0.3, 0.7],  # b: 0.75 / 1.25 -> 1, wrong
+                      [0.2, 0.8],                # c: right
+                      [0.6, 0.4], [0.6, 0.4], [0.1, 0.9]])  # d: 1.3 / 1.7 -> 1, right (two clips of three wrong)
+    # class 0: speakers a (right), b (wrong): recall 1/2; class 1: c, d both right: recall 1 -> 0.75
+    result = speaker_balanced_accuracy(speakers, labels, probs)
+    assert result["value"] == 0.75 and 0.25 <= result["ci_low"] <= 0.75 <= result["ci_high"] <= 1.0

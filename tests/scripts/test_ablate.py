@@ -128,6 +128,23 @@ def test_seeds_are_averaged_per_clip_and_each_seed_is_reported():
     assert summarise(half, folds=1, n_seeds=2)[0]["train_fraction"] == 0.5
 
 
+def test_rows_give_the_speaker_level_balanced_accuracy_of_the_pooled_probabilities(tmp_path):
+    import argparse
+    import time
+
+    from ablate import write_report
+
+    # speaker a (class 0): one clip of two wrong, summed 1.3 / 0.7 -> right; speaker b (class 1): two clips of
+    # three wrong, summed 1.3 / 1.7 -> right. Per clip 1/2 and 1/3 -> 0.417; per speaker both right -> 1.0
+    run = {"variant": "default", "base": "default", "cell": "lstm", "fold": 0, "seed": 42, "best_dev": {},
+           "best_train": {"accuracy": 0.8}, "best_epoch": 5, "epochs_run": 5, "train_seconds": 1.0,
+           "classes": ["x", "y"], "labels": [0, 0, 1, 1, 1], "speakers": ["a", "a", "b", "b", "b"],
+           "probs": [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.6, 0.4], [0.1, 0.9]]}
+    report = write_report([run], argparse.Namespace(out=tmp_path), ["--variants", "default"], variants(), {},
+                          time.perf_counter(), 1, 1)
+    assert "| default | LSTM | 0.417 [" in report and "] | 1.000 [1.000, 1.000] | 0.800 |" in report
+
+
 def test_a_learning_curve_is_drawn_for_a_variant_measured_at_several_shares(tmp_path):
     from ablate import plot_learning_curves
 
