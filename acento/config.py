@@ -165,6 +165,7 @@ class TrainConfig:
     ema: float = field(metadata=_check(min=0, max=1, max_exclusive=True))  # 1: the initial weights forever
     dev_speakers: str = field(metadata=_check(choices=("select", "train")))
     init: str = field(metadata=_check(choices=("scratch", "pretrained")))
+    self_train: float = field(metadata=_check(min=0, max=1))  # 0: off
     specaugment: SpecAugmentConfig
     augment: AugmentConfig
     adversary: AdversaryConfig
@@ -325,6 +326,10 @@ def _cross_check(p: Params) -> None:
     if p.train.init == "pretrained" and p.pretrain.epochs == 0:
         raise ConfigError("params.yaml: 'train.init' is 'pretrained' but 'pretrain.epochs' is 0 (no encoder is "
                           "pretrained); set pretrain.epochs > 0 (and data.unlabelled_clips > 0), or train.init: scratch")
+    if p.train.self_train and p.data.unlabelled_clips == 0:
+        raise ConfigError(f"params.yaml: 'train.self_train' is {p.train.self_train:g} (self-training on the unlabelled "
+                          "pool) but 'data.unlabelled_clips' is 0 (no pool); set data.unlabelled_clips > 0, or "
+                          "train.self_train: 0")
     if p.rnn.frontend_kernel % 2 == 0:
         raise ConfigError(f"params.yaml: 'rnn.frontend_kernel' is {p.rnn.frontend_kernel}; it must be odd "
                           "(centred convolutions keep ceil(frames / stride) frames)")

@@ -51,6 +51,7 @@ EVAL_METRICS = Path("metrics/eval.json")             # evaluate: test-split metr
 
 TRAIN_TIMING = Path("logs/train.json")               # train: seconds and clips/s (git-ignored: not a result)
 TRAIN_CHECKPOINT = Path("logs/train-checkpoint.pt")  # train: the state after the last epoch, to resume a kill
+TEACHER_CURVES = Path("logs/teacher-training")      # train with train.self_train: the first model's curves
 
 
 EVAL_TIMING = Path("logs/evaluate.json")             # evaluate: inference seconds and clips/s (the same)

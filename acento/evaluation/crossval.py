@@ -144,16 +144,16 @@ def run_fold(job: dict) -> dict:
     (train.seed), `train_fraction` (the share of each class's training speakers kept: a learning curve;
     dev and test unchanged), `keep` (where to keep the model file; otherwise it is deleted), `encoder` (the
     pretrained encoder file of `pretrained_encoder`, for train.init: pretrained) and `self_train` (a minimum
-    speaker confidence: self-training on the unlabelled pool's speakers the fold's model is that sure of; the
-    result then holds the second model's probabilities and the first's as `teacher_probs`).  Runs in a worker
+    speaker confidence: self-training on the unlabelled pool's speakers the fold's model is that sure of,
+    `acento.training.self_training`; default: params' train.self_train, 0 = off; the result then holds the
+    second model's probabilities and the first's as `teacher_probs`).  Runs in a worker
     process with one torch thread (faster than two on small recurrent batches)."""
     import contextlib
     import io
 
-    from acento.corpus.manifest import POOL
-    from acento.evaluation.metrics import speaker_means
     from acento.features.cache import SplitData
     from acento.model.accent_model import AccentModel
+    from acento.training.self_training import label_pool
     from acento.training.trainer import train
 
     seed = {} if job.get("seed") is None else {"train.seed": job["seed"]}
@@ -178,16 +178,14 @@ def run_fold(job: dict) -> dict:
     with SplitData(job["cache"], "test", job["fold"]) as test:
         metrics, model, probs = fit("live")
     teacher = {}
-    if job.get("self_train") is not None:
-        # Self-training: the fold's model labels the unlabelled pool's speakers (one decision per speaker, kept
-        # where its mean probability is at least `self_train`), then a new run of the same settings trains on
-        # them too.  The pool has no speaker of any fold, so the test speakers stay unheard.
-        with SplitData(job["cache"], POOL) as pool:
-            ids, mean = speaker_means(pool.speakers, model.predict_split(pool))
-        sure = mean.max(1) >= job["self_train"]
-        pseudo = {str(s): int(c) for s, c in zip(ids[sure], mean.argmax(1)[sure])}
-        teacher = {"teacher_probs": probs.tolist(), "pseudo_speakers": len(pseudo), "pool_speakers": len(ids),
-                   "pseudo_classes": np.bincount(list(pseudo.values()), minlength=len(model.classes)).tolist()}
+    min_confidence = job["self_train"] if job.get("self_train") is not None else (params.train.self_train or None)
+    if min_confidence is not None:
+        # Self-training (`acento.training.self_training`): the fold's model labels the unlabelled pool's
+        # speakers it is sure of, then a new run of the same settings trains on them too.  The pool has no
+        # speaker of any fold, so the test speakers stay unheard.
+        pseudo, summary = label_pool(model, job["cache"], min_confidence)
+        teacher = {"teacher_probs": probs.tolist(), "pseudo_speakers": summary["pseudo_speakers"],
+                   "pool_speakers": summary["pool_speakers"], "pseudo_classes": list(summary["pseudo_classes"].values())}
         with SplitData(job["cache"], "test", job["fold"]) as test:
             metrics, model, probs = fit("live-student", pseudo)
     if job.get("keep"):

@@ -347,8 +347,8 @@ class SplitData:
             self._file.close()
             if split == POOL:
                 raise StageError(f"{path}: no unlabelled clip in the cache (the pool is empty); set "
-                                 "data.unlabelled_clips > 0 on a release with clips of no accent, or train from "
-                                 "scratch (train.init: scratch)")
+                                 "data.unlabelled_clips > 0 on a release with clips of no accent, or use no pool "
+                                 "(train.init: scratch, train.self_train: 0)")
             raise StageError(f"{path}: no training clip{'' if self.fold is None else f' in fold {self.fold}'}; "
                              "check the manifest's splits (dvc repro prepare)")
         whole = np.bincount(clip_group[train], minlength=len(frames))[train_groups] == \

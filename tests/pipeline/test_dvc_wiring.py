@@ -78,9 +78,11 @@ def test_dvc_yaml_outputs_are_the_paths_the_code_writes():
     # every path but the reports for people of the tools (git tracks them, not DVC): the comparison's
     # Markdown, the ablation's and the benchmarks' reports; and the final model, a tool's output
     # (`make final-model`), the stages' wall-clock timings and train's resume checkpoint, which neither git
-    # nor DVC tracks (DVC would delete the checkpoint before the stage could resume from it)
+    # nor DVC tracks (DVC would delete the checkpoint before the stage could resume from it), nor the
+    # self-training first run's curves (a log: the model is the second run's)
     for_people = {paths.COMPARE_REPORT, paths.ABLATION_REPORT, paths.ABLATION_JSON, paths.BENCH_REPORT,
-                  paths.BENCH_JSON, paths.FINAL_MODEL, paths.TRAIN_TIMING, paths.EVAL_TIMING, paths.TRAIN_CHECKPOINT}
+                  paths.BENCH_JSON, paths.FINAL_MODEL, paths.TRAIN_TIMING, paths.EVAL_TIMING, paths.TRAIN_CHECKPOINT,
+                  paths.TEACHER_CURVES}
     in_code = {str(v) for k, v in vars(paths).items() if k.isupper() and v not in for_people}
     # the dvclive folders are declared by their plots subfolders
     curves = {str(paths.TRAINING_CURVES), str(paths.PRETRAINING_CURVES)}

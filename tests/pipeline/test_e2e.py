@@ -157,7 +157,8 @@ def test_changing_the_fold_seed_or_cell_reruns_only_train_and_evaluate(repo):
 
 def test_pretraining_on_the_unlabelled_pool_then_training_from_it(repo):
     """data.unlabelled_clips keeps the sample's speakers of no accent as a pool; pretrain trains the encoder on
-    it and train starts from it; the labelled folds are as without the pool."""
+    it and train starts from it, then self-trains on the pool's speakers; the labelled folds are as without
+    the pool."""
     work, run = repo
     run("dvc", "repro")
     original = (work / "params.yaml").read_text()
@@ -165,7 +166,7 @@ def test_pretraining_on_the_unlabelled_pool_then_training_from_it(repo):
     params = yaml.safe_load(original)
     params["data"]["unlabelled_clips"] = 1000
     params["pretrain"].update({"epochs": 2, "batch_size": 8})
-    params["train"]["init"] = "pretrained"
+    params["train"].update({"init": "pretrained", "self_train": 0.01})  # 0.01: every pool speaker
     try:
         (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
         out = run("dvc", "repro").stdout
@@ -180,6 +181,9 @@ def test_pretraining_on_the_unlabelled_pool_then_training_from_it(repo):
         assert pretrained["epochs"] == 2 and pretrained["clips"] == json.loads(
             (work / "metrics/features.json").read_text())["clips"]["pool"]
         assert json.loads((work / "metrics/eval.json").read_text())["accuracy"] >= 0
+        self_trained = json.loads((work / "metrics/train.json").read_text())["self_training"]
+        assert self_trained["pseudo_speakers"] == self_trained["pool_speakers"] == data["pool"]["speakers"]
+        assert (work / "logs/teacher-training/metrics.json").exists()
         # asking to start from an encoder that was never pretrained is one line, before any training
         params["pretrain"]["epochs"] = 0
         (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
