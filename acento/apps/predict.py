@@ -10,16 +10,20 @@ With --by-speaker, clips are grouped into speakers by folder and each speaker ge
 of highest summed probability over the speaker's clips (the rule of `evaluate`'s speaker accuracy), with the
 mean probability of that class as its confidence.  A clip's speaker is the first folder under the folder
 given (speakers/ana/1.mp3: ana), or the folder holding it when it lies directly in the folder given or is
-given by name (ana/1.mp3: ana).
+given by name (ana/1.mp3: ana).  With --speakers TSV the speakers come from a table instead: a Common
+Voice TSV (validated.tsv, other.tsv, ...) maps each clip's file name (its `path` column) to its speaker
+(`client_id`, or --speaker-column); a file the table does not list is reported and counted, never guessed.
 
   python -m acento.apps.predict recordings/            # a table
   acento-predict --json --top 3 a.mp3 b.wav          # one JSON object per line
   acento-predict --by-speaker speakers/              # one line per sub-folder of speakers/
+  acento-predict --speakers cv/es/other.tsv cv/es/clips/   # one line per client_id
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -45,6 +49,33 @@ def speaker_of(path: Path, inputs: list[str]) -> str:
         if root.is_dir() and path.is_relative_to(root) and len(path.relative_to(root).parts) > 1:
             return path.relative_to(root).parts[0]
     return path.absolute().parent.name
+
+
+def speakers_from_tsv(path: Path, column: str = "client_id") -> dict[str, str]:
+    """{clip file name: speaker} from a tab-separated table with a header: Common Voice's `path` column
+    (file names, or paths: their last part is used) and `column`.  Rows with either field empty are
+    skipped.  StageError (one line naming the file, and the line where it applies) for an unreadable file,
+    a missing column, or a file listed for two speakers."""
+    mapping: dict[str, str] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)  # Common Voice's quoting
+            missing = [c for c in ("path", column) if c not in (reader.fieldnames or [])]
+            if missing:
+                raise StageError(f"{path}: no column {' or '.join(map(repr, missing))} in its header "
+                                 f"({', '.join(reader.fieldnames or []) or 'empty'}); give a Common Voice TSV, or "
+                                 "--speaker-column for the speaker's column")
+            for line, row in enumerate(reader, start=2):
+                name, speaker = Path((row.get("path") or "").strip()).name, (row.get(column) or "").strip()
+                if name and speaker:
+                    if mapping.setdefault(name, speaker) != speaker:
+                        raise StageError(f"{path}, line {line}: {name} is listed for two speakers ({mapping[name]} "
+                                         f"and {speaker}); fix the table")
+    except OSError as exc:
+        raise StageError(f"{path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise StageError(f"{path}: not a tab-separated UTF-8 table ({exc})") from None
+    return mapping
 
 
 def by_speaker(results: list[dict], speakers: list[str], classes: list[str]) -> list[dict]:
@@ -143,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
     parser.add_argument("--by-speaker", action="store_true",
                         help="one decision per speaker (a folder per speaker) instead of one per file")
+    parser.add_argument("--speakers", type=Path, default=None, metavar="TSV",
+                        help="one decision per speaker, the speakers read from this table (a Common Voice TSV: "
+                             "its 'path' column of file names and --speaker-column); implies --by-speaker")
+    parser.add_argument("--speaker-column", default="client_id",
+                        help="the --speakers table's column of speakers (default: client_id)")
     args = parser.parse_args(argv)
+    args.by_speaker = args.by_speaker or args.speakers is not None
     if args.top < 0 or args.batch_size < 1 or args.workers < 0:
         parser.error("--top must be >= 0, --batch-size >= 1 and --workers >= 0")
     try:
@@ -156,11 +193,26 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"error: no files under {', '.join(args.inputs)}", file=sys.stderr)
         return 2
+    unlisted = 0
+    if args.speakers is not None:
+        try:
+            listed = speakers_from_tsv(args.speakers, args.speaker_column)
+        except StageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for path in files:
+            if path.name not in listed:
+                print(f"{path}: not listed in {args.speakers} (no speaker)", file=sys.stderr)
+        unlisted = sum(path.name not in listed for path in files)
+        files = [path for path in files if path.name in listed]
+        if not files:
+            print(f"error: none of the files is listed in {args.speakers}'s path column", file=sys.stderr)
+            return 2
     workers = resolve_count(args.workers)
     if device.type == "cpu":
         torch.set_num_threads(inference_threads(len(files), workers))
     top = args.top or len(model.classes)
-    failed = 0
+    failed = unlisted
     if not args.json:
         print("speaker\tlabel\tconfidence\tclips\tfailed" if args.by_speaker else "file\tlabel\tprobabilities")
     results = []
@@ -179,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.by_speaker:
-        for row in by_speaker(results, [speaker_of(f, args.inputs) for f in files], model.classes):
+        speakers = [listed[f.name] if args.speakers is not None else speaker_of(f, args.inputs) for f in files]
+        for row in by_speaker(results, speakers, model.classes):
             print(json.dumps(row, ensure_ascii=False, allow_nan=False) if args.json else
                   f"{row['speaker']}\t{row['label'] or 'ERROR'}\t"
                   f"{'' if row['confidence'] is None else format(row['confidence'], '.3f')}\t{row['clips']}\t{row['failed']}")
     if failed:
-        print(f"{failed} of {len(files)} file(s) could not be classified", file=sys.stderr)
+        print(f"{failed} of {len(files) + unlisted} file(s) could not be classified"
+              + (f" ({unlisted} not listed in {args.speakers})" if unlisted else ""), file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -238,3 +238,38 @@ def test_by_speaker_sums_probabilities_rather_than_counting_votes():
     assert rows == [{"speaker": "x", "label": "b", "confidence": 0.6, "probs": {"a": 0.4, "b": 0.6}, "clips": 3,
                      "failed": 1},
                     {"speaker": "y", "label": None, "confidence": None, "probs": {}, "clips": 0, "failed": 1}]
+
+
+def test_speakers_read_from_a_common_voice_tsv(trained_model, tmp_path, capsys):
+    """--speakers other.tsv: each file's speaker is its row's client_id (matched on the file name); a file the
+    table does not list is reported and counted, not guessed."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i, (name, freq) in enumerate({"a.wav": 900, "b.wav": 950, "c.wav": 260, "d.wav": 250}.items()):
+        sf.write(clips / name, tone(0.8, rate=16000, freq=freq, seed=i), 16000)
+    tsv = tmp_path / "other.tsv"  # an unbalanced quote, as Common Voice sentences have; a row with no speaker
+    tsv.write_text('client_id\tpath\tsentence\nspk1\ta.wav\t"Hola, dijo\nspk2\tc.wav\tx\nspk1\tclips/b.wav\ty\n\td.wav\tz\n')
+    code, out, _ = run(capsys, "--model", trained_model, "--json", clips)
+    per_file = {Path(r["file"]).name: r["probs"] for r in map(json.loads, out.splitlines())}
+    code, out, err = run(capsys, "--model", trained_model, "--json", "--speakers", tsv, clips)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and [(r["speaker"], r["clips"]) for r in rows] == [("spk1", 2), ("spk2", 1)]
+    mean = {c: (per_file["a.wav"][c] + per_file["b.wav"][c]) / 2 for c in ("high", "low")}
+    assert rows[0]["label"] == max(mean, key=mean.get) and rows[0]["confidence"] == pytest.approx(max(mean.values()), abs=2e-4)
+    assert rows[1]["label"] == max(per_file["c.wav"], key=per_file["c.wav"].get)
+    assert f"{clips / 'd.wav'}: not listed in {tsv} (no speaker)" in err
+    assert f"1 of 4 file(s) could not be classified (1 not listed in {tsv})" in err
+
+
+@pytest.mark.parametrize("table, message", [
+    ("speaker\tpath\nx\ta.wav\n", "no column 'client_id' in its header (speaker, path)"),
+    ("client_id\tpath\nx\ta.wav\ny\tother/a.wav\n", "line 3: a.wav is listed for two speakers (x and y)"),
+    (None, "No such file or directory"),
+])
+def test_a_speakers_table_that_cannot_say_who_spoke_is_one_line(trained_model, tmp_path, capsys, table, message):
+    sf.write(tmp_path / "a.wav", tone(0.5, rate=16000, freq=400, seed=0), 16000)
+    tsv = tmp_path / "t.tsv"
+    if table is not None:
+        tsv.write_text(table)
+    code, out, err = run(capsys, "--model", trained_model, "--speakers", tsv, tmp_path / "a.wav")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err and str(tsv) in err
