@@ -146,7 +146,8 @@ def summarise(runs: list[dict], folds: int, n_seeds: int = 1) -> list[dict]:
 
 
 def markdown(rows: list[dict], commands: list[dict]) -> str:
-    made = "; ".join(f"`{c['command']}` ({c['minutes']:.0f} min)" for c in commands)
+    made = "; ".join(f"`{c['command']}`" + (f" ({c['minutes']:.0f} min)" if c.get("minutes") is not None else "")
+                     for c in commands)
     lines = ["# Ablation: pooled out-of-fold balanced accuracy on unseen speakers", "",
              f"Made by {made}. Each row up to `{STEPS[-1][0]}` adds one change to the row above; "
              "`alt:*` rows are one change off the step in brackets; `preset:*` rows are the original study's "

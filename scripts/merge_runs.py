@@ -1,0 +1,112 @@
+"""One report from several `python scripts/ablate.py ... --predictions FILE.json` runs: a long study run in
+pieces (some folds here, others there), and rows that `ablate.py` names alike but that trained differently
+(`--set train.init=pretrained`, or the two models of `--self-train`).
+
+Each argument NAME=FILE[:teacher] gives the runs of FILE the variant name NAME (`@F` is added for a share F
+of the training speakers); `:teacher` takes a `--self-train` file's first models (`teacher_probs`) instead
+of its second.  Runs of one name, cell and share are pooled over their folds (a fold given twice: the
+later file's run); every row must hold the same test clips as the others of its cell and share.  Writes
+OUT/ablation.md and .json (ablate.py's table, speaker-level column included), OUT/learning_curve.png
+(every name measured at two shares or more) and, for each cell and share, every row against the first
+name given, paired on the same clips (`acento.evaluation.stats.paired_difference`).
+
+  python scripts/merge_runs.py --out reports/x default=scratch.json default=scratch-f34.json \\
+      default:pretrained=pre.json default=st.json:teacher default+st0.6=st.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ablate import markdown, plot_learning_curves, pooled_predictions, summarise
+
+from acento.evaluation.stats import paired_difference
+from acento.files import atomic_path, write_json
+
+
+def parse_source(text: str) -> tuple[str, Path, bool]:
+    """NAME=FILE[:teacher] -> (name, file, teacher?)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise SystemExit(f"error: {text!r}: give NAME=FILE or NAME=FILE:teacher")
+    teacher = rest.endswith(":teacher")
+    return name, Path(rest.removesuffix(":teacher")), teacher
+
+
+def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str, float], dict[int, dict]], list[str]]:
+    """{(name, cell, share): {fold: run}} and the files' commands, in the order given."""
+    groups: dict[tuple[str, str, float], dict[int, dict]] = {}
+    commands: list[str] = []
+    for name, path, teacher in sources:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: {path}: not an ablate.py --predictions file ({exc})") from None
+        if saved["command"] not in commands:
+            commands.append(saved["command"])
+        for run in saved["runs"]:
+            if teacher and "teacher_probs" not in run:
+                raise SystemExit(f"error: {path}: its runs hold no teacher_probs (not an ablate.py --self-train run)")
+            share = float(run.get("train_fraction", 1.0))
+            run = {**run, "base": name, "variant": name + ("" if share == 1 else f"@{share:g}"),
+                   "probs": run["teacher_probs"] if teacher else run["probs"]}
+            groups.setdefault((name, run["cell"], share), {})[run["fold"]] = run
+    return groups, commands
+
+
+def paired_rows(groups: dict[tuple[str, str, float], dict[int, dict]], names: list[str]) -> list[dict]:
+    """Every row against the first name's row of its cell and share, on the folds both ran."""
+    out = []
+    for (name, cell, share), runs in groups.items():
+        first = groups.get((names[0], cell, share))
+        if name == names[0] or first is None:
+            continue
+        folds = sorted(set(first) & set(runs))
+        speakers, labels, _, probs_a = pooled_predictions([first[f] for f in folds])
+        speakers_b, labels_b, _, probs_b = pooled_predictions([runs[f] for f in folds])
+        if list(speakers) != list(speakers_b) or list(labels) != list(labels_b):
+            raise SystemExit(f"error: {name} and {names[0]} ({cell}, share {share:g}) hold other test clips; "
+                             "merge runs of one cache only")
+        d = paired_difference(speakers, labels, probs_a.argmax(1), probs_b.argmax(1))
+        out.append({"a": names[0], "b": name, "cell": cell, "train_fraction": share, "folds": folds,
+                    "difference": round(d["difference"], 4), "ci_low": round(d["ci_low"], 4),
+                    "ci_high": round(d["ci_high"], 4), "mcnemar_p": round(d["mcnemar"]["p"], 4),
+                    "sign_test_p": round(d["sign_test"]["p"], 4)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sources", nargs="+", metavar="NAME=FILE[:teacher]")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the report")
+    args = parser.parse_args(argv)
+    sources = [parse_source(s) for s in args.sources]
+    names = list(dict.fromkeys(name for name, _, _ in sources))
+    groups, commands = regroup(sources)
+    rows = []
+    for runs in groups.values():
+        rows += summarise(list(runs.values()), folds=len(runs), n_seeds=1)
+    rows.sort(key=lambda r: (r["cell"] != "lstm", names.index(r["base"]), -r["train_fraction"]))
+    pairs = paired_rows(groups, names)
+    lines = ["", f"## Paired on the same clips: each row against {names[0]}", "",
+             "| cell | share | B | folds | B − A [95% CI] | McNemar p | sign test p |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['cell'].upper()} | {p['train_fraction']:g} | {p['b']} | {','.join(map(str, p['folds']))} | "
+              f"{p['difference']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | {p['mcnemar_p']:.3g} | "
+              f"{p['sign_test_p']:.3g} |" for p in pairs]
+    report = markdown(rows, [{"command": c} for c in commands])
+    report = report.replace("# Ablation:", "# Merged runs:", 1) + "\n".join(lines) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out / "ablation.md", suffix=".md") as tmp:
+        tmp.write_text(report, encoding="utf-8")
+    write_json(args.out / "ablation.json", {"rows": rows, "paired": pairs, "commands": [{"command": c} for c in commands],
+                                            "merged_by": "python scripts/merge_runs.py " + " ".join(argv or sys.argv[1:])})
+    plot_learning_curves(rows, args.out / "learning_curve.png")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Runs of several ablate.py prediction files regrouped into one table, and paired on the same clips."""
+
+import json
+
+import pytest
+from merge_runs import main
+
+
+def run(fold, probs, **more):
+    # one fold: two speakers, one clip each, classes a (speaker 2f) and b (speaker 2f+1)
+    return {"variant": "default", "base": "default", "cell": "lstm", "fold": fold, "seed": 42, "best_dev": {},
+            "best_train": {"accuracy": 0.5}, "best_epoch": 3, "epochs_run": 3, "train_seconds": 1.0,
+            "classes": ["a", "b"], "labels": [0, 1], "speakers": [f"s{2 * fold}", f"s{2 * fold + 1}"],
+            "probs": probs, **more}
+
+
+RIGHT, WRONG_B = [[0.9, 0.1], [0.2, 0.8]], [[0.9, 0.1], [0.7, 0.3]]
+
+
+def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(tmp_path, capsys):
+    write = lambda name, runs: (tmp_path / name).write_text(json.dumps({"command": f"ablate {name}", "runs": runs}))  # noqa: E731
+    write("f0.json", [run(0, WRONG_B)])
+    write("f1.json", [run(1, WRONG_B)])
+    write("st.json", [run(f, RIGHT, teacher_probs=WRONG_B) for f in (0, 1)])
+    assert main(["--out", str(tmp_path / "out"), f"default={tmp_path / 'f0.json'}", f"default={tmp_path / 'f1.json'}",
+                 f"default+st={tmp_path / 'st.json'}"]) == 0
+    saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    # two folds pooled: class a always right, class b never -> 0.5; the self-trained row right everywhere
+    assert [(r["variant"], r["folds"], r["pooled_balanced_accuracy"]) for r in saved["rows"]] == [
+        ("default", 2, 0.5), ("default+st", 2, 1.0)]
+    [pair] = saved["paired"]
+    assert (pair["a"], pair["b"], pair["folds"], pair["difference"]) == ("default", "default+st", [0, 1], 0.5)
+    report = (tmp_path / "out" / "ablation.md").read_text()
+    assert "`ablate f0.json`; `ablate f1.json`; `ablate st.json`" in report and "| LSTM | 1 | default+st | 0,1 | +0.500 [" in report
+    # the teacher models of the same file: the same row as the pieces, so nothing to gain
+    assert main(["--out", str(tmp_path / "t"), f"default={tmp_path / 'st.json'}:teacher",
+                 f"default+st={tmp_path / 'st.json'}"]) == 0
+    assert json.loads((tmp_path / "t" / "ablation.json").read_text())["paired"][0]["difference"] == 0.5
+    with pytest.raises(SystemExit, match="its runs hold no teacher_probs"):
+        main(["--out", str(tmp_path / "x"), f"default={tmp_path / 'f0.json'}:teacher"])
