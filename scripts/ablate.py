@@ -165,9 +165,9 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
         spk = r.get("speaker_balanced_accuracy")
         spk_cell = f"{spk['value']:.3f} [{spk['ci_low']:.3f}, {spk['ci_high']:.3f}]" if spk else "–"
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {r['train_accuracy']:.3f} "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {_fmt(r['train_accuracy'], '.3f')} "
                      f"| {_fmt(r['dev_accuracy'], '.3f')} | {_fmt(r['gap'], '+.3f')} | {r['mean_best_epoch']:.1f} "
-                     f"| {r['train_seconds_per_fold']:.0f} | "
+                     f"| {_fmt(r['train_seconds_per_fold'], '.0f')} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
 
@@ -282,7 +282,7 @@ def merge_rows(previous: list[dict], new: list[dict], order: list[str]) -> list[
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    """A table cell: the value formatted, or "–" when there is none (no dev split)."""
+    """A table cell: the value formatted, or "–" when there is none (no dev split, a score not kept)."""
     return "–" if value is None else format(value, spec)
 
 

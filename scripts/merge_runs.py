@@ -4,7 +4,7 @@ pieces (some folds here, others there), and rows that `ablate.py` names alike bu
 
 Each argument NAME=FILE[:teacher] gives the runs of FILE the variant name NAME (`@F` is added for a share F
 of the training speakers); `:teacher` takes a `--self-train` file's first models (`teacher_probs`) instead
-of its second.  Runs of one name, cell and share are pooled over their folds (a fold given twice: the
+of its second (its training accuracy and seconds are not kept: –).  Runs of one name, cell and share are pooled over their folds (a fold given twice: the
 later file's run); every row must hold the same test clips as the others of its cell and share.  Writes
 OUT/ablation.md and .json (ablate.py's table, speaker-level column included), OUT/learning_curve.png
 (every name measured at two shares or more) and, for each cell and share, every row against the first
@@ -53,6 +53,7 @@ def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str,
             share = float(run.get("train_fraction", 1.0))
             run = {**run, "base": name, "variant": name + ("" if share == 1 else f"@{share:g}"),
                    "probs": run["teacher_probs"] if teacher else run["probs"]}
+            run["teacher"] = teacher
             groups.setdefault((name, run["cell"], share), {})[run["fold"]] = run
     return groups, commands
 
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     groups, commands = regroup(sources)
     rows = []
     for runs in groups.values():
-        rows += summarise(list(runs.values()), folds=len(runs), n_seeds=1)
+        row = summarise(list(runs.values()), folds=len(runs), n_seeds=1)
+        if any(r["teacher"] for r in runs.values()):  # the file's accuracy and seconds are the second model's
+            row[0].update(train_accuracy=None, train_seconds_per_fold=None)
+        rows += row
     rows.sort(key=lambda r: (r["cell"] != "lstm", names.index(r["base"]), -r["train_fraction"]))
     pairs = paired_rows(groups, names)
     lines = ["", f"## Paired on the same clips: each row against {names[0]}", "",

@@ -35,6 +35,8 @@ def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(
     # the teacher models of the same file: the same row as the pieces, so nothing to gain
     assert main(["--out", str(tmp_path / "t"), f"default={tmp_path / 'st.json'}:teacher",
                  f"default+st={tmp_path / 'st.json'}"]) == 0
-    assert json.loads((tmp_path / "t" / "ablation.json").read_text())["paired"][0]["difference"] == 0.5
+    teacher = json.loads((tmp_path / "t" / "ablation.json").read_text())
+    assert teacher["paired"][0]["difference"] == 0.5 and teacher["rows"][0]["train_accuracy"] is None
+    assert "| default | LSTM | 0.500 [0.000, 1.000] | 0.500 [0.000, 1.000] | – | – | – | 3.0 | – |" in (tmp_path / "t" / "ablation.md").read_text()
     with pytest.raises(SystemExit, match="its runs hold no teacher_probs"):
         main(["--out", str(tmp_path / "x"), f"default={tmp_path / 'f0.json'}:teacher"])
