@@ -4,11 +4,12 @@ pieces (some folds here, others there), and rows that `ablate.py` names alike bu
 
 Each argument NAME=FILE[:teacher] gives the runs of FILE the variant name NAME (`@F` is added for a share F
 of the training speakers); `:teacher` takes a `--self-train` file's first models (`teacher_probs`) instead
-of its second (its training accuracy and seconds are not kept: –).  Runs of one name, cell and share are pooled over their folds (a fold given twice: the
-later file's run); every row must hold the same test clips as the others of its cell and share.  Writes
-OUT/ablation.md and .json (ablate.py's table, speaker-level column included), OUT/learning_curve.png
-(every name measured at two shares or more) and, for each cell and share, every row against the first
-name given, paired on the same clips (`acento.evaluation.stats.paired_difference`).
+of its second (its training accuracy and seconds are not kept: –). Runs of one name, cell and share are
+pooled over their folds (a fold given twice: the later file's run; a row of fewer folds than the others is
+named NAME~fA,B, as ablate.py names it); every row must hold the same test clips as the others of its cell
+and share. Writes OUT/ablation.md and .json (ablate.py's table, speaker-level column included),
+OUT/learning_curve.png (every name measured at two shares or more) and, for each cell and share, every row
+against the first name given, paired on the same clips (`acento.evaluation.stats.paired_difference`).
 
   python scripts/merge_runs.py --out reports/x default=scratch.json default=scratch-f34.json \\
       default:pretrained=pre.json default=st.json:teacher default+st0.6=st.json
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     names = list(dict.fromkeys(name for name, _, _ in sources))
     groups, commands = regroup(sources)
     rows = []
+    every_fold = sorted({fold for runs in groups.values() for fold in runs})
     for runs in groups.values():
+        if sorted(runs) != every_fold:  # a row of fewer folds than the others: named as ablate.py names it
+            runs = {f: {**r, "variant": r["variant"] + "~f" + ",".join(map(str, sorted(runs)))} for f, r in runs.items()}
         row = summarise(list(runs.values()), folds=len(runs), n_seeds=1)
         if any(r["teacher"] for r in runs.values()):  # the file's accuracy and seconds are the second model's
             row[0].update(train_accuracy=None, train_seconds_per_fold=None)

@@ -38,5 +38,9 @@ def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(
     teacher = json.loads((tmp_path / "t" / "ablation.json").read_text())
     assert teacher["paired"][0]["difference"] == 0.5 and teacher["rows"][0]["train_accuracy"] is None
     assert "| default | LSTM | 0.500 [0.000, 1.000] | 0.500 [0.000, 1.000] | – | – | – | 3.0 | – |" in (tmp_path / "t" / "ablation.md").read_text()
+    # a row of fewer folds says which
+    assert main(["--out", str(tmp_path / "p"), f"default={tmp_path / 'st.json'}", f"b={tmp_path / 'f1.json'}"]) == 0
+    rows = json.loads((tmp_path / "p" / "ablation.json").read_text())["rows"]
+    assert [(r["variant"], r["folds"]) for r in rows] == [("default", 2), ("b~f1", 1)]
     with pytest.raises(SystemExit, match="its runs hold no teacher_probs"):
         main(["--out", str(tmp_path / "x"), f"default={tmp_path / 'f0.json'}:teacher"])
