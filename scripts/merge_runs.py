@@ -75,8 +75,8 @@ def paired_rows(groups: dict[tuple[str, str, float], dict[int, dict]], names: li
         d = paired_difference(speakers, labels, probs_a.argmax(1), probs_b.argmax(1))
         out.append({"a": names[0], "b": name, "cell": cell, "train_fraction": share, "folds": folds,
                     "difference": round(d["difference"], 4), "ci_low": round(d["ci_low"], 4),
-                    "ci_high": round(d["ci_high"], 4), "mcnemar_p": round(d["mcnemar"]["p"], 4),
-                    "sign_test_p": round(d["sign_test"]["p"], 4)})
+                    "ci_high": round(d["ci_high"], 4), "mcnemar_p": float(f"{d['mcnemar']['p']:.3g}"),
+                    "sign_test_p": float(f"{d['sign_test']['p']:.3g}")})
     return out
 
 
