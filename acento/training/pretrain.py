@@ -95,8 +95,10 @@ def save_encoder(path: Path, params: Params, n_mels: int, features: dict, state:
                "pretrain": dataclasses.asdict(params.pretrain), "state": state, "reason": reason,
                "metrics": metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(content, tmp)
+    # Through a file object, as AccentModel.save: torch names the archive inside after the path it is given
+    # (here a random temporary name), so two saves of one encoder would differ byte for byte (and dvc.lock)
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(content, fh)
 
 
 def load_encoder(path: Path, params: Params, features: dict) -> dict:

@@ -92,6 +92,9 @@ def test_an_encoder_of_other_settings_is_refused_in_one_line(pool_cache, tmp_pat
 def test_no_pretraining_no_pool_or_no_file_are_one_line_each(pool_cache, cache, tmp_path):
     p = params(**tiny(), **{"pretrain.epochs": 0})
     assert pretrain(p, pool_cache, tmp_path / "none.pt", tmp_path / "live")["epochs"] == 0
+    first = (tmp_path / "none.pt").read_bytes()  # written again, byte for byte the same (dvc.lock stays)
+    pretrain(p, pool_cache, tmp_path / "none.pt", tmp_path / "live")
+    assert (tmp_path / "none.pt").read_bytes() == first
     wanted = params(**tiny(), **PRETRAIN, **{"train.init": "pretrained"})
     with pytest.raises(StageError, match="holds no pretrained encoder \\(pretrain.epochs is 0\\)"):
         Trainer(wanted, pool_cache, encoder=tmp_path / "none.pt")
