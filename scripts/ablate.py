@@ -312,15 +312,15 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | N
     return report
 
 
-def plot_learning_curves(rows: list[dict], out: Path) -> None:
+def plot_learning_curves(rows: list[dict], out: Path, min_shares: int = 2) -> None:
     """Pooled out-of-fold balanced accuracy (with its interval) against the share of training speakers,
-    per base variant and cell, for every one measured at two shares or more (`--train-fraction`)."""
+    per base variant and cell, for every one measured at `min_shares` shares or more (`--train-fraction`)."""
     curves: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         if row.get("seeds", 1) == 1:
             curves.setdefault((row["base"], row["cell"]), []).append(row)
     share = lambda row: row.get("train_fraction") or 1.0  # noqa: E731 (rows written before the field: 1)
-    curves = {key: sorted(points, key=share) for key, points in curves.items() if len({share(r) for r in points}) > 1}
+    curves = {key: sorted(points, key=share) for key, points in curves.items() if len({share(r) for r in points}) >= min_shares}
     if not curves:
         return
     import matplotlib

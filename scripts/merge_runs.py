@@ -8,7 +8,7 @@ of its second (its training accuracy and seconds are not kept: –). Runs of one
 pooled over their folds (a fold given twice: the later file's run; a row of fewer folds than the others is
 named NAME~fA,B, as ablate.py names it); every row must hold the same test clips as the others of its cell
 and share. Writes OUT/ablation.md and .json (ablate.py's table, speaker-level column included),
-OUT/learning_curve.png (every name measured at two shares or more) and, for each cell and share, every row
+OUT/learning_curve.png (every row, a line per name and cell) and, for each cell and share, every row
 against the first name given, paired on the same clips (`acento.evaluation.stats.paired_difference`).
 
   python scripts/merge_runs.py --out reports/x default=scratch.json default=scratch-f34.json \\
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(report, encoding="utf-8")
     write_json(args.out / "ablation.json", {"rows": rows, "paired": pairs, "commands": [{"command": c} for c in commands],
                                             "merged_by": "python scripts/merge_runs.py " + " ".join(argv or sys.argv[1:])})
-    plot_learning_curves(rows, args.out / "learning_curve.png")
+    plot_learning_curves(rows, args.out / "learning_curve.png", min_shares=1)  # a row of one share: a point
     print(report)
     return 0
 
