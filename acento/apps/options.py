@@ -26,6 +26,13 @@ def add_model_file_option(parser) -> None:
                              "relative to the current folder)")
 
 
+def add_release_option(parser) -> None:
+    """The required `--release` option of the tools that read a Common Voice release (`acento-score`,
+    `acento-propose`)."""
+    parser.add_argument("--release", required=True, type=Path,
+                        help="Common Voice release: extracted folder or .tar.gz/.tgz/.tar archive")
+
+
 def non_finite_scores(model_file: str | Path, what: str) -> str:
     """The one line for a model file whose class probabilities for `what` are not finite numbers (NaN or
     infinity: weights or statistics that overflow), as `acento-predict` and `acento-serve` refuse it."""

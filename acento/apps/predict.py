@@ -200,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         except StageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        for path in files:
-            if path.name not in listed:
-                print(f"{path}: not listed in {args.speakers} (no speaker)", file=sys.stderr)
-        unlisted = sum(path.name not in listed for path in files)
+        missing = [path for path in files if path.name not in listed]
+        for path in missing:
+            print(f"{path}: not listed in {args.speakers} (no speaker)", file=sys.stderr)
+        unlisted = len(missing)
         files = [path for path in files if path.name in listed]
         if not files:
             print(f"error: none of the files is listed in {args.speakers}'s path column", file=sys.stderr)

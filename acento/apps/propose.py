@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from acento.apps.options import add_model_file_option, non_finite_scores
+from acento.apps.options import add_model_file_option, add_release_option, non_finite_scores
 from acento.apps.predict import by_speaker
 from acento.apps.score import release_dir
 from acento.audio.decode import FAILURE_REASONS, AudioError
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-propose", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_file_option(parser)
-    parser.add_argument("--release", required=True, type=Path,
-                        help="Common Voice release: extracted folder or .tar.gz/.tgz/.tar archive")
+    add_release_option(parser)
     parser.add_argument("--out", type=Path, default=Path("proposals.tsv"),
                         help="TSV to write, one row per speaker proposed (default: proposals.tsv)")
     parser.add_argument("--min-clips", type=int, default=1, metavar="N",

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from acento.apps.options import add_model_file_option
+from acento.apps.options import add_model_file_option, add_release_option
 from acento.audio.decode import FAILURE_REASONS, AudioError
 from acento.config import PARAMS_FILE, ConfigError, DataConfig, load_params
 from acento.corpus.prepare import labelled_clips
@@ -200,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acento-score", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_file_option(parser)
-    parser.add_argument("--release", required=True, type=Path,
-                        help="Common Voice release: extracted folder or .tar.gz/.tgz/.tar archive")
+    add_release_option(parser)
     parser.add_argument("--classes", nargs="+", metavar="FILE_OR_NAME=ACCENTS",
                         help="class -> accents: a YAML/JSON file, or NAME=ACCENT|ACCENT... (default: params.yaml's)")
     parser.add_argument("--merge", action="append", default=[], metavar="TARGET=CLASS,CLASS",

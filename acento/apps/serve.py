@@ -387,12 +387,15 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
         except UnhealthyModel as exc:
             return uploads, None, JSONResponse({"detail": str(exc)}, 503)
 
+    upload_responses = {  # what both predict routes may answer besides their own 413 and 422
+        408: {"description": "the body did not arrive within the time limit"},
+        503: {"description": "too many requests running or waiting, or the model gives scores that are not "
+                             "finite numbers (`detail` says which)"}}
+
     @app.post("/predict", summary="Classify one or more recordings (MP3, WAV, FLAC, OGG/Opus)",
               responses={413: {"description": "request body over the size limit"},
                          422: {"description": "an upload is empty or not readable audio; `errors` names it"},
-                         408: {"description": "the body did not arrive within the time limit"},
-                         503: {"description": "too many requests running or waiting, or the model gives scores "
-                                              "that are not finite numbers (`detail` says which)"}})
+                         **upload_responses})
     async def predict(files: list[UploadFile] = File(..., description="audio files, any rate and channels"),
                       spectrogram: bool = False) -> JSONResponse:
         """Each file gets `label` and `probs` (as `acento-predict --json`), `seconds` (its length),
@@ -412,9 +415,7 @@ def create_app(model_file: str | Path | None = None, *, max_upload_mb: float = 2
     @app.post("/predict/speaker", summary="One decision for several recordings of one person",
               responses={413: {"description": "request body over the size limit, or more files than allowed"},
                          422: {"description": "no upload is usable audio; `errors` names each one"},
-                         408: {"description": "the body did not arrive within the time limit"},
-                         503: {"description": "too many requests running or waiting, or the model gives scores "
-                                              "that are not finite numbers (`detail` says which)"}})
+                         **upload_responses})
     async def predict_speaker(files: list[UploadFile] = File(..., description="audio files of one person")) \
             -> JSONResponse:
         """One decision for the person who recorded every file, as `acento-predict --by-speaker --json` makes it:
