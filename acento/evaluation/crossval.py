@@ -14,6 +14,7 @@ import hashlib
 import json
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -151,6 +152,7 @@ def run_fold(job: dict) -> dict:
     import contextlib
     import io
 
+    from acento.evaluation.metrics import describe_kept_epoch
     from acento.features.cache import SplitData
     from acento.model.accent_model import AccentModel
     from acento.training.self_training import label_pool
@@ -175,6 +177,10 @@ def run_fold(job: dict) -> dict:
         model = AccentModel.load(work / "model.pt", batch_size=params.runtime.inference_batch_size)
         return metrics, model, model.predict_split(test)
 
+    name = f"{job['variant']} {job['cell']} fold {job['fold']}"
+    # Progress of a long run (a self-trained benchmark fold is about 45 core-minutes) on stderr, one line each
+    # step; the training's own epoch lines stay out of the caller's output (several folds run at once).
+    print(f"{name}: training", file=sys.stderr, flush=True)
     with SplitData(job["cache"], "test", job["fold"]) as test:
         metrics, model, probs = fit("live")
     teacher = {}
@@ -184,6 +190,10 @@ def run_fold(job: dict) -> dict:
         # speakers it is sure of, then a new run of the same settings trains on them too.  The pool has no
         # speaker of any fold, so the test speakers stay unheard.
         pseudo, summary = label_pool(model, job["cache"], min_confidence)
+        print(f"{name}: first model {describe_kept_epoch(metrics)}; {summary['pseudo_speakers']} of "
+              f"{summary['pool_speakers']} pool speakers at a mean probability >= {min_confidence:g} "
+              f"({', '.join(f'{c} {n}' for c, n in summary['pseudo_classes'].items() if n) or 'none'}); "
+              f"training the second", file=sys.stderr, flush=True)
         teacher = {"teacher_probs": probs.tolist(), "pseudo_speakers": summary["pseudo_speakers"],
                    "pool_speakers": summary["pool_speakers"], "pseudo_classes": list(summary["pseudo_classes"].values())}
         with SplitData(job["cache"], "test", job["fold"]) as test:

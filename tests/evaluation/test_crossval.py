@@ -20,11 +20,15 @@ def test_pseudo_labelled_pool_speakers_join_the_training_split_and_its_statistic
         assert dev.clips.tolist() == plain_dev.clips.tolist()  # never a dev or test clip
 
 
-def test_self_training_relabels_the_sure_speakers_and_trains_again(pool_cache, tmp_path):
+def test_self_training_relabels_the_sure_speakers_and_trains_again(pool_cache, tmp_path, capsys):
     job = {"params_file": str(params_file(tmp_path, **tiny(epochs=2))), "overrides": {}, "cell": "lstm", "fold": 0,
            "cache": str(pool_cache), "scratch": str(tmp_path / "scratch"), "variant": "v", "base": "v"}
     everyone = run_fold({**job, "self_train": 0.0})  # every pool speaker, whatever the confidence
     assert everyone["pseudo_speakers"] == everyone["pool_speakers"] == 5 and sum(everyone["pseudo_classes"]) == 5
+    progress = capsys.readouterr().err.splitlines()  # one line per step of the long run, on stderr
+    assert progress[0] == "v lstm fold 0: training"
+    assert progress[1].startswith("v lstm fold 0: first model ") and "5 of 5 pool speakers at a mean probability " \
+        ">= 0 (" in progress[1] and progress[1].endswith("; training the second") and len(progress) == 2
     assert not np.allclose(everyone["teacher_probs"], everyone["probs"])  # another model, on more clips
     nobody = run_fold({**job, "self_train": 1.0})  # no mean probability reaches 1: no speaker is added
     assert nobody["pseudo_speakers"] == 0
