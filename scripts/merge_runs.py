@@ -10,9 +10,12 @@ named NAME~fA,B, as ablate.py names it); every row must hold the same test clips
 and share. Writes OUT/ablation.md and .json (ablate.py's table, speaker-level column included),
 OUT/learning_curve.png (every row, a line per name and cell) and, for each cell and share, every row
 against the first name given, paired on the same clips (`acento.evaluation.stats.paired_difference`).
+`--keep EARLIER/ablation.json` adds an earlier merge's rows, pairs and commands whose prediction files are
+gone (rows of a name, cell and share given again are replaced; their pairs cannot be recomputed and stay).
 
   python scripts/merge_runs.py --out reports/x default=scratch.json default=scratch-f34.json \\
       default:pretrained=pre.json default=st.json:teacher default+st0.6=st.json
+  python scripts/merge_runs.py --out reports/x --keep reports/x/ablation.json default=gru.json:teacher ...
 """
 
 from __future__ import annotations
@@ -80,14 +83,31 @@ def paired_rows(groups: dict[tuple[str, str, float], dict[int, dict]], names: li
     return out
 
 
+def load_kept(path: Path) -> dict:
+    """An earlier merge's ablation.json: rows, paired, commands and merged_by (a list: every merge that made
+    it, oldest first).  SystemExit (one line) when it is not one."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        rows, pairs, commands = saved["rows"], saved["paired"], saved["commands"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: --keep {path}: not a merge_runs.py ablation.json ({exc!r})") from None
+    merged_by = saved.get("merged_by", [])
+    return {"rows": rows, "paired": pairs, "commands": commands,
+            "merged_by": [merged_by] if isinstance(merged_by, str) else list(merged_by)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", nargs="+", metavar="NAME=FILE[:teacher]")
     parser.add_argument("--out", type=Path, required=True, help="folder for the report")
+    parser.add_argument("--keep", type=Path, default=None, metavar="ABLATION_JSON",
+                        help="an earlier merge's ablation.json: its rows, pairs and commands join the report")
     args = parser.parse_args(argv)
     sources = [parse_source(s) for s in args.sources]
     names = list(dict.fromkeys(name for name, _, _ in sources))
     groups, commands = regroup(sources)
+    kept = load_kept(args.keep) if args.keep else {"rows": [], "paired": [], "commands": []}
+    commands = list(dict.fromkeys([c["command"] for c in kept["commands"]] + commands))
     rows = []
     every_fold = sorted({fold for runs in groups.values() for fold in runs})
     for runs in groups.values():
@@ -97,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if any(r["teacher"] for r in runs.values()):  # the file's accuracy and seconds are the second model's
             row[0].update(train_accuracy=None, train_seconds_per_fold=None)
         rows += row
-    rows.sort(key=lambda r: (r["cell"] != "lstm", names.index(r["base"]), -r["train_fraction"]))
+    fresh = {(r["base"], r["cell"], r["train_fraction"]) for r in rows}
+    rows += [r for r in kept["rows"] if (r["base"], r["cell"], r.get("train_fraction") or 1.0) not in fresh]
+    order = list(dict.fromkeys([r["base"] for r in kept["rows"]] + names))
+    rows.sort(key=lambda r: (r["cell"] != "lstm", order.index(r["base"]), -(r.get("train_fraction") or 1.0)))
     pairs = paired_rows(groups, names)
+    again = {(p["a"], p["b"], p["cell"], p["train_fraction"]) for p in pairs}
+    pairs = [p for p in kept["paired"] if (p["a"], p["b"], p["cell"], p["train_fraction"]) not in again] + pairs
     lines = ["", f"## Paired on the same clips: each row against {names[0]}", "",
              "| cell | share | B | folds | B − A [95% CI] | McNemar p | sign test p |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {p['cell'].upper()} | {p['train_fraction']:g} | {p['b']} | {','.join(map(str, p['folds']))} | "
@@ -109,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out / "ablation.md", suffix=".md") as tmp:
         tmp.write_text(report, encoding="utf-8")
+    merged_by = kept.get("merged_by", []) + ["python scripts/merge_runs.py " + " ".join(argv or sys.argv[1:])]
     write_json(args.out / "ablation.json", {"rows": rows, "paired": pairs, "commands": [{"command": c} for c in commands],
-                                            "merged_by": "python scripts/merge_runs.py " + " ".join(argv or sys.argv[1:])})
+                                            "merged_by": merged_by})
     plot_learning_curves(rows, args.out / "learning_curve.png", min_shares=1)  # a row of one share: a point
     print(report)
     return 0

@@ -44,3 +44,29 @@ def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(
     assert [(r["variant"], r["folds"]) for r in rows] == [("default", 2), ("b~f1", 1)]
     with pytest.raises(SystemExit, match="its runs hold no teacher_probs"):
         main(["--out", str(tmp_path / "x"), f"default={tmp_path / 'f0.json'}:teacher"])
+
+
+def test_an_earlier_merges_rows_are_kept_unless_given_again(tmp_path):
+    write = lambda name, runs: (tmp_path / name).write_text(json.dumps({"command": f"ablate {name}", "runs": runs}))  # noqa: E731
+    write("f0.json", [run(0, RIGHT)])
+    write("f1.json", [run(1, RIGHT)])
+    write("st.json", [run(f, RIGHT, teacher_probs=WRONG_B) for f in (0, 1)])
+    first = tmp_path / "first"
+    assert main(["--out", str(first), f"default={tmp_path / 'f0.json'}", f"default={tmp_path / 'f1.json'}",
+                 f"b={tmp_path / 'f1.json'}"]) == 0
+    # the prediction files of the first merge are gone; a second merge keeps its rows and pair
+    (tmp_path / "f0.json").unlink()
+    earlier = json.loads((first / "ablation.json").read_text())  # as merges before --keep wrote it: one string
+    (first / "ablation.json").write_text(json.dumps({**earlier, "merged_by": "python scripts/merge_runs.py old"}))
+    assert main(["--out", str(tmp_path / "second"), "--keep", str(first / "ablation.json"),
+                 f"default={tmp_path / 'st.json'}:teacher", f"default+st={tmp_path / 'st.json'}"]) == 0
+    saved = json.loads((tmp_path / "second" / "ablation.json").read_text())
+    assert [(r["variant"], r["pooled_balanced_accuracy"]) for r in saved["rows"]] == [
+        ("default", 0.5), ("b~f1", 1.0), ("default+st", 1.0)]  # default given again: replaced (1.0 before)
+    assert [(p["b"], p["folds"], p["difference"]) for p in saved["paired"]] == [("b", [1], 0.0), ("default+st", [0, 1], 0.5)]
+    assert [c["command"] for c in saved["commands"]] == ["ablate f0.json", "ablate f1.json", "ablate st.json"]
+    assert saved["merged_by"][0] == "python scripts/merge_runs.py old" and "--keep" in saved["merged_by"][1]
+    assert "| b~f1 | LSTM | 1.000 [" in (tmp_path / "second" / "ablation.md").read_text()
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(SystemExit, match="--keep .*bad.json: not a merge_runs.py ablation.json"):
+        main(["--out", str(tmp_path / "x"), "--keep", str(tmp_path / "bad.json"), f"default={tmp_path / 'st.json'}"])
