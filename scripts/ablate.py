@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from acento.config import CELLS, PARAMS_FILE
-from acento.evaluation.crossval import build_feature_cache, parse_overrides, pretrained_encoder, run_folds
+from acento.config import CELLS, PARAMS_FILE, ConfigError, parse_params
+from acento.evaluation.crossval import build_feature_cache, parse_overrides, pretrained_encoder, raw_params, run_folds
 from acento.files import atomic_path, write_json
 from acento.model.presets import PRESETS, preset_overrides
 from acento.paths import ABLATION_JSON, ABLATION_REPORT
@@ -166,7 +166,7 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
         spk_cell = f"{spk['value']:.3f} [{spk['ci_low']:.3f}, {spk['ci_high']:.3f}]" if spk else "–"
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {_fmt(r['train_accuracy'], '.3f')} "
-                     f"| {_fmt(r['dev_accuracy'], '.3f')} | {_fmt(r['gap'], '+.3f')} | {r['mean_best_epoch']:.1f} "
+                     f"| {_fmt(r['dev_accuracy'], '.3f')} | {_fmt(r['gap'], '+.3f')} | {_fmt(r['mean_best_epoch'], '.1f')} "
                      f"| {_fmt(r['train_seconds_per_fold'], '.0f')} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="self-training: each fold's model labels the unlabelled pool's speakers (needs "
                              "data.unlabelled_clips > 0) that it gives a mean probability of at least this, and a "
                              "second run trains on them too; rows are named VARIANT+stMIN_CONFIDENCE, and the "
-                             "first run's scores are kept as teacher_probs in --predictions (default: off)")
+                             "first run's scores are kept as teacher_probs in --predictions (default: params.yaml's "
+                             "train.self_train, with --set; off when 0)")
     parser.add_argument("--folds", nargs="+", type=int, default=None, metavar="FOLD",
                         help="test folds to run (default: every fold of data.folds): the pooled score then covers "
                              "only these folds' speakers, and the rows are named VARIANT~fFOLD,... (a long run "
@@ -242,14 +243,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"0..{folds - 1}", file=sys.stderr)
             return 2
         seeds = args.seeds or [None]
+        # the minimum confidence that applies: --self-train, else params' train.self_train (0 there = off), so
+        # that a row self-trained by params.yaml or --set is named so too; checked like params' (a pool is
+        # needed) before any training, not when the first model of each fold is done
+        try:
+            configured = parse_params(raw_params(args.params, {**extra, **(
+                {} if args.self_train is None else {"train.self_train": args.self_train})})).train.self_train
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        self_train = args.self_train if args.self_train is not None else (configured or None)
         label = ("" if args.train_fraction == 1 else f"@{args.train_fraction:g}") + \
             (f"x{len(seeds)}seeds" if len(seeds) > 1 else "") + \
             ("" if len(test_folds) == folds else "~f" + ",".join(map(str, test_folds))) + \
-            ("" if args.self_train is None else f"+st{args.self_train:g}")
+            ("" if self_train is None else f"+st{self_train:g}")
         encoders = {(v, c): pretrained_encoder(args.params, {**table[v], **extra}, c, cache)
                     for v in chosen for c in args.cells}
         jobs = [{"variant": v + label, "base": v, "train_fraction": args.train_fraction, "cell": c, "fold": f,
-                 "seed": seed, "cache": str(cache), "encoder": str(encoders[v, c] or ""), "self_train": args.self_train,
+                 "seed": seed, "cache": str(cache), "encoder": str(encoders[v, c] or ""), "self_train": self_train,
                  "overrides": {**table[v], **extra}, "params_file": str(args.params), "scratch": str(scratch),
                  **({"keep": str(args.keep_models / f"{v + label}-{c}-f{f}{'' if seed is None else f'-s{seed}'}.pt")}
                     if args.keep_models else {})}

@@ -4,7 +4,8 @@ pieces (some folds here, others there), and rows that `ablate.py` names alike bu
 
 Each argument NAME=FILE[:teacher] gives the runs of FILE the variant name NAME (`@F` is added for a share F
 of the training speakers); `:teacher` takes a `--self-train` file's first models (`teacher_probs`) instead
-of its second (its training accuracy and seconds are not kept: –). Runs of one name, cell and share are
+of its second (its training and dev accuracy, best epoch and seconds are not kept: –). A file must hold the
+runs of one variant and one training seed. Runs of one name, cell and share are
 pooled over their folds (a fold given twice: the later file's run; a row of fewer folds than the others is
 named NAME~fA,B, as ablate.py names it); every row must hold the same test clips as the others of its cell
 and share. Writes OUT/ablation.md and .json (ablate.py's table, speaker-level column included),
@@ -49,6 +50,15 @@ def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str,
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise SystemExit(f"error: {path}: not an ablate.py --predictions file ({exc})") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list) or "command" not in saved:
+            raise SystemExit(f"error: {path}: not an ablate.py --predictions file (no command and runs)")
+        # one NAME per file: a file of several variants (ablate's default runs them all) or seeds would give
+        # one row several runs per fold
+        for key, what in (("variant", "variants"), ("seed", "training seeds")):
+            found = sorted({str(run[key]) for run in saved["runs"]})
+            if len(found) > 1:
+                raise SystemExit(f"error: {path}: holds the runs of {len(found)} {what} ({', '.join(found)}); "
+                                 f"merge files of one (ablate.py --variants ONE, one --seeds)")
         if saved["command"] not in commands:
             commands.append(saved["command"])
         for run in saved["runs"]:
@@ -70,6 +80,8 @@ def paired_rows(groups: dict[tuple[str, str, float], dict[int, dict]], names: li
         if name == names[0] or first is None:
             continue
         folds = sorted(set(first) & set(runs))
+        if not folds:  # pieces of other folds: nothing to pair
+            continue
         speakers, labels, _, probs_a = pooled_predictions([first[f] for f in folds])
         speakers_b, labels_b, _, probs_b = pooled_predictions([runs[f] for f in folds])
         if list(speakers) != list(speakers_b) or list(labels) != list(labels_b):
@@ -113,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     for runs in groups.values():
         if sorted(runs) != every_fold:  # a row of fewer folds than the others: named as ablate.py names it
             runs = {f: {**r, "variant": r["variant"] + "~f" + ",".join(map(str, sorted(runs)))} for f, r in runs.items()}
+        if len({r["seed"] for r in runs.values()}) > 1:
+            raise SystemExit(f"error: the runs of {next(iter(runs.values()))['base']} come from several training "
+                             "seeds; merge runs of one seed")
         row = summarise(list(runs.values()), folds=len(runs), n_seeds=1)
-        if any(r["teacher"] for r in runs.values()):  # the file's accuracy and seconds are the second model's
-            row[0].update(train_accuracy=None, train_seconds_per_fold=None)
+        if any(r["teacher"] for r in runs.values()):  # the file's scores and epochs are the second model's
+            row[0].update(train_accuracy=None, dev_accuracy=None, gap=None, mean_best_epoch=None,
+                          train_seconds_per_fold=None)
         rows += row
     fresh = {(r["base"], r["cell"], r["train_fraction"]) for r in rows}
     rows += [r for r in kept["rows"] if (r["base"], r["cell"], r.get("train_fraction") or 1.0) not in fresh]

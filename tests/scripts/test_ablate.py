@@ -402,3 +402,30 @@ def test_a_killed_ablations_scratch_folder_is_removed_by_the_next_run(tmp_path, 
     [scratch] = made
     assert scratch.name.startswith(f"acento-ablate-{os.getpid()}-") and scratch.parent == tmp_path
     assert not stale.exists() and not scratch.exists()
+
+
+@pytest.mark.parametrize("options, applied, name", [
+    ([], None, "default~f1"),  # params.yaml: train.self_train 0, off
+    (["--set", "data.unlabelled_clips=100", "train.self_train=0.7"], 0.7, "default~f1+st0.7"),  # by params: named so
+    (["--self-train", "0.6", "--set", "data.unlabelled_clips=100", "train.self_train=0.7"], 0.6, "default~f1+st0.6"),
+])
+def test_rows_are_named_by_the_self_training_that_applies(tmp_path, monkeypatch, options, applied, name):
+    import json
+
+    import ablate
+
+    asked = []
+    monkeypatch.setattr(ablate, "build_feature_cache", lambda params, folder, extra: (tmp_path / "cache.h5", 5))
+    monkeypatch.setattr(ablate, "run_folds", lambda jobs, workers: (asked.extend(jobs), _fake_runs(jobs, workers))[1])
+    assert ablate.main(["--variants", "default", "--cells", "lstm", "--folds", "1", "--out", str(tmp_path), *options]) == 0
+    assert [j["self_train"] for j in asked] == [applied]
+    assert [r["variant"] for r in json.loads((tmp_path / "ablation.json").read_text())["rows"]] == [name]
+
+
+def test_self_training_without_a_pool_is_refused_before_any_training(tmp_path, monkeypatch, capsys):
+    import ablate
+
+    monkeypatch.setattr(ablate, "build_feature_cache", lambda params, folder, extra: (tmp_path / "cache.h5", 5))
+    monkeypatch.setattr(ablate, "run_folds", lambda jobs, workers: pytest.fail("trained"))
+    assert ablate.main(["--variants", "default", "--cells", "lstm", "--self-train", "0.6", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: params.yaml: 'train.self_train' is 0.6 (self-training on the unlabelled")

@@ -21,7 +21,7 @@ def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(
     write = lambda name, runs: (tmp_path / name).write_text(json.dumps({"command": f"ablate {name}", "runs": runs}))  # noqa: E731
     write("f0.json", [run(0, WRONG_B)])
     write("f1.json", [run(1, WRONG_B)])
-    write("st.json", [run(f, RIGHT, teacher_probs=WRONG_B) for f in (0, 1)])
+    write("st.json", [run(f, RIGHT, teacher_probs=WRONG_B, best_dev={"accuracy": 0.9}) for f in (0, 1)])
     assert main(["--out", str(tmp_path / "out"), f"default={tmp_path / 'f0.json'}", f"default={tmp_path / 'f1.json'}",
                  f"default+st={tmp_path / 'st.json'}"]) == 0
     saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
@@ -37,13 +37,39 @@ def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(
                  f"default+st={tmp_path / 'st.json'}"]) == 0
     teacher = json.loads((tmp_path / "t" / "ablation.json").read_text())
     assert teacher["paired"][0]["difference"] == 0.5 and teacher["rows"][0]["train_accuracy"] is None
-    assert "| default | LSTM | 0.500 [0.000, 1.000] | 0.500 [0.000, 1.000] | – | – | – | 3.0 | – |" in (tmp_path / "t" / "ablation.md").read_text()
+    # the file's dev accuracy and epochs are the second model's: none of them in the teacher's row
+    assert "| default | LSTM | 0.500 [0.000, 1.000] | 0.500 [0.000, 1.000] | – | – | – | – | – |" in (tmp_path / "t" / "ablation.md").read_text()
+    assert "| default+st | LSTM | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 0.500 | 0.900 | -0.400 | 3.0 | 1 |" in \
+        (tmp_path / "t" / "ablation.md").read_text()
     # a row of fewer folds says which
     assert main(["--out", str(tmp_path / "p"), f"default={tmp_path / 'st.json'}", f"b={tmp_path / 'f1.json'}"]) == 0
     rows = json.loads((tmp_path / "p" / "ablation.json").read_text())["rows"]
     assert [(r["variant"], r["folds"]) for r in rows] == [("default", 2), ("b~f1", 1)]
     with pytest.raises(SystemExit, match="its runs hold no teacher_probs"):
         main(["--out", str(tmp_path / "x"), f"default={tmp_path / 'f0.json'}:teacher"])
+    # pieces of other folds than the first name's: rows, no pair
+    assert main(["--out", str(tmp_path / "q"), f"a={tmp_path / 'f0.json'}", f"b={tmp_path / 'f1.json'}"]) == 0
+    assert json.loads((tmp_path / "q" / "ablation.json").read_text())["paired"] == []
+
+
+@pytest.mark.parametrize("runs, message", [
+    ([run(0, RIGHT), {**run(0, WRONG_B), "variant": "alt", "base": "alt"}], "holds the runs of 2 variants \\(alt, default\\)"),
+    ([run(0, RIGHT), {**run(0, WRONG_B), "seed": 7}], "holds the runs of 2 training seeds \\(42, 7\\)"),
+])
+def test_a_file_of_several_variants_or_seeds_is_refused(tmp_path, runs, message):
+    (tmp_path / "two.json").write_text(json.dumps({"command": "ablate", "runs": runs}))
+    with pytest.raises(SystemExit, match=message):  # one row would silently keep one of them per fold
+        main(["--out", str(tmp_path / "x"), f"x={tmp_path / 'two.json'}"])
+
+
+def test_pieces_of_two_seeds_and_other_json_are_refused(tmp_path):
+    (tmp_path / "f0.json").write_text(json.dumps({"command": "a", "runs": [run(0, RIGHT)]}))
+    (tmp_path / "f1.json").write_text(json.dumps({"command": "b", "runs": [run(1, RIGHT, seed=7)]}))
+    with pytest.raises(SystemExit, match="the runs of x come from several training seeds"):
+        main(["--out", str(tmp_path / "x"), f"x={tmp_path / 'f0.json'}", f"x={tmp_path / 'f1.json'}"])
+    (tmp_path / "ablation.json").write_text(json.dumps({"rows": []}))  # ablate's report, not its --predictions
+    with pytest.raises(SystemExit, match="ablation.json: not an ablate.py --predictions file \\(no command and runs\\)"):
+        main(["--out", str(tmp_path / "x"), f"x={tmp_path / 'ablation.json'}"])
 
 
 def test_an_earlier_merges_rows_are_kept_unless_given_again(tmp_path):
