@@ -69,10 +69,18 @@ timeout 200 $py scripts/bench.py --only recurrent --device cuda --cache "$scale/
 echo "bench exit $?"; grep -E "loop" "$out/logs/bench.txt"
 
 stamp "10 fold runs sharing the GPU for ${cv_s} s"
+# A fold run's epochs show only in its dvclive folder under ablate's scratch folder (its stdout is kept out
+# of ablate's, and the folder is removed when ablate ends): every 10 s, each run's last completed epoch.
+( while sleep 10; do for f in "${TMPDIR:-/tmp}"/acento-ablate-*/*/live*/metrics.json; do
+    [ -f "$f" ] && r=${f#*/acento-ablate-*/}; echo "$(( $(date +%s) - t0 )) ${r%/metrics.json} $(grep -o '"step": [0-9]*' "$f")"
+  done; done ) >"$out/logs/cv-epochs.txt" 2>/dev/null &
+watcher=$!
 timeout -k 5 "$cv_s" $py scripts/ablate.py --params "$scale/params.yaml" --variants default --cells lstm gru --workers 10 \
     --set runtime.device=cuda train.batch_frames=64000 train.warmup_epochs=2 train.epochs=20 \
     --cache-dir "$scale/cv-cache" --out "$out/cv" >"$out/logs/cv.txt" 2>&1
-echo "cv exit $?"; grep -cE "^epoch" "$out/logs/cv.txt"
+echo "cv exit $?"; kill $watcher 2>/dev/null
+# per run: its last completed epoch (dvclive's step counts from 0) and when it was seen
+awk '{ last[$2] = $0 } END { for (r in last) print last[r] }' "$out/logs/cv-epochs.txt" | sort -k2
 if [ "$presets_s" -gt 0 ]; then
     stamp "deep and advanced, 5 folds x 2 cells, for at most ${presets_s} s"
     timeout -k 5 "$presets_s" $py scripts/ablate.py --variants preset:deep preset:advanced --cells lstm gru \
