@@ -2,7 +2,7 @@
 pieces (some folds here, others there), and rows that `ablate.py` names alike but that trained differently
 (`--set train.init=pretrained`, or the two models of `--self-train`).
 
-Each argument NAME=FILE[:teacher] gives the runs of FILE the variant name NAME (`@F` is added for a share F
+Each argument NAME=FILE[:teacher] (FILE may be gzipped: FILE.json.gz, as the reports keep them) gives the runs of FILE the variant name NAME (`@F` is added for a share F
 of the training speakers); `:teacher` takes a `--self-train` file's first models (`teacher_probs`) instead
 of its second (its training and dev accuracy, best epoch and seconds are not kept: –). A file must hold the
 runs of one variant and one training seed. Runs of one name, cell and share are
@@ -22,6 +22,7 @@ gone (rows of a name, cell and share given again are replaced; their pairs canno
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -47,8 +48,9 @@ def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str,
     commands: list[str] = []
     for name, path, teacher in sources:
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            saved = json.loads(raw.decode("utf-8"))
+        except (OSError, ValueError, EOFError) as exc:
             raise SystemExit(f"error: {path}: not an ablate.py --predictions file ({exc})") from None
         if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list) or "command" not in saved:
             raise SystemExit(f"error: {path}: not an ablate.py --predictions file (no command and runs)")

@@ -1,5 +1,6 @@
 """Runs of several ablate.py prediction files regrouped into one table, and paired on the same clips."""
 
+import gzip
 import json
 
 import pytest
@@ -20,9 +21,10 @@ RIGHT, WRONG_B = [[0.9, 0.1], [0.2, 0.8]], [[0.9, 0.1], [0.7, 0.3]]
 def test_pieces_are_pooled_and_a_self_training_files_two_models_become_two_rows(tmp_path, capsys):
     write = lambda name, runs: (tmp_path / name).write_text(json.dumps({"command": f"ablate {name}", "runs": runs}))  # noqa: E731
     write("f0.json", [run(0, WRONG_B)])
+    (tmp_path / "f1.json.gz").write_bytes(gzip.compress(json.dumps({"command": "ablate f1.json", "runs": [run(1, WRONG_B)]}).encode()))
     write("f1.json", [run(1, WRONG_B)])
     write("st.json", [run(f, RIGHT, teacher_probs=WRONG_B, best_dev={"accuracy": 0.9}) for f in (0, 1)])
-    assert main(["--out", str(tmp_path / "out"), f"default={tmp_path / 'f0.json'}", f"default={tmp_path / 'f1.json'}",
+    assert main(["--out", str(tmp_path / "out"), f"default={tmp_path / 'f0.json'}", f"default={tmp_path / 'f1.json.gz'}",
                  f"default+st={tmp_path / 'st.json'}"]) == 0
     saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
     # two folds pooled: class a always right, class b never -> 0.5; the self-trained row right everywhere
