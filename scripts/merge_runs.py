@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     kept = load_kept(args.keep) if args.keep else {"rows": [], "paired": [], "commands": []}
     commands = list(dict.fromkeys([c["command"] for c in kept["commands"]] + commands))
     rows = []
-    every_fold = sorted({fold for runs in groups.values() for fold in runs})
+    # the folds of every row, kept ones too: a row of fewer is named so
+    every_fold = sorted({fold for runs in groups.values() for fold in runs} |
+                        {int(f) for r in kept["rows"] for f in r.get("test_folds", [])})
     for runs in groups.values():
         if sorted(runs) != every_fold:  # a row of fewer folds than the others: named as ablate.py names it
             runs = {f: {**r, "variant": r["variant"] + "~f" + ",".join(map(str, sorted(runs)))} for f, r in runs.items()}

@@ -95,6 +95,10 @@ def test_an_earlier_merges_rows_are_kept_unless_given_again(tmp_path):
     assert [c["command"] for c in saved["commands"]] == ["ablate f0.json", "ablate f1.json", "ablate st.json"]
     assert saved["merged_by"][0] == "python scripts/merge_runs.py old" and "--keep" in saved["merged_by"][1]
     assert "| b~f1 | LSTM | 1.000 [" in (tmp_path / "second" / "ablation.md").read_text()
+    # a new row of fewer folds than the kept rows says which, though every new row has the same folds
+    assert main(["--out", str(tmp_path / "third"), "--keep", str(first / "ablation.json"), f"c={tmp_path / 'f1.json'}"]) == 0
+    assert [r["variant"] for r in json.loads((tmp_path / "third" / "ablation.json").read_text())["rows"]] == [
+        "default", "b~f1", "c~f1"]
     (tmp_path / "bad.json").write_text('{"rows": []}')
     with pytest.raises(SystemExit, match="--keep .*bad.json: not a merge_runs.py ablation.json"):
         main(["--out", str(tmp_path / "x"), "--keep", str(tmp_path / "bad.json"), f"default={tmp_path / 'st.json'}"])
