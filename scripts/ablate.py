@@ -246,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         # the minimum confidence that applies: --self-train, else params' train.self_train (0 there = off), so
         # that a row self-trained by params.yaml or --set is named so too; checked like params' (a pool is
         # needed) before any training, not when the first model of each fold is done
+        asked = extra if args.self_train is None else {**extra, "train.self_train": args.self_train}
         try:
-            configured = parse_params(raw_params(args.params, {**extra, **(
-                {} if args.self_train is None else {"train.self_train": args.self_train})})).train.self_train
+            configured = parse_params(raw_params(args.params, asked)).train.self_train
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -323,6 +323,11 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str] | N
     return report
 
 
+def row_share(row: dict) -> float:
+    """A report row's share of the training speakers (`--train-fraction`); 1 for rows written before the field."""
+    return row.get("train_fraction") or 1.0
+
+
 def plot_learning_curves(rows: list[dict], out: Path, min_shares: int = 2) -> None:
     """Pooled out-of-fold balanced accuracy (with its interval) against the share of training speakers,
     per base variant and cell, for every one measured at `min_shares` shares or more (`--train-fraction`)."""
@@ -330,8 +335,8 @@ def plot_learning_curves(rows: list[dict], out: Path, min_shares: int = 2) -> No
     for row in rows:
         if row.get("seeds", 1) == 1:
             curves.setdefault((row["base"], row["cell"]), []).append(row)
-    share = lambda row: row.get("train_fraction") or 1.0  # noqa: E731 (rows written before the field: 1)
-    curves = {key: sorted(points, key=share) for key, points in curves.items() if len({share(r) for r in points}) >= min_shares}
+    curves = {key: sorted(points, key=row_share) for key, points in curves.items()
+              if len({row_share(r) for r in points}) >= min_shares}
     if not curves:
         return
     import matplotlib
@@ -343,7 +348,7 @@ def plot_learning_curves(rows: list[dict], out: Path, min_shares: int = 2) -> No
     styles = {base: ("-", "--", ":", "-.")[i % 4] for i, base in enumerate(dict.fromkeys(b for b, _ in curves))}
     colours = {cell: f"C{i}" for i, cell in enumerate(dict.fromkeys(c for _, c in curves))}
     for (base, cell), points in curves.items():  # a colour per cell, a line style per variant
-        x = [100 * share(r) for r in points]
+        x = [100 * row_share(r) for r in points]
         y = np.array([r["pooled_balanced_accuracy"] for r in points])
         err = np.array([[v - r["ci_low"], r["ci_high"] - v] for v, r in zip(y, points)]).T
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle=styles[base], color=colours[cell],

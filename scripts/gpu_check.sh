@@ -72,7 +72,7 @@ stamp "10 fold runs sharing the GPU for ${cv_s} s"
 # A fold run's epochs show only in its dvclive folder under ablate's scratch folder (its stdout is kept out
 # of ablate's, and the folder is removed when ablate ends): every 10 s, each run's last completed epoch.
 ( while sleep 10; do for f in "${TMPDIR:-/tmp}"/acento-ablate-*/*/live*/metrics.json; do
-    [ -f "$f" ] && r=${f#*/acento-ablate-*/}; echo "$(( $(date +%s) - t0 )) ${r%/metrics.json} $(grep -o '"step": [0-9]*' "$f")"
+    [ -f "$f" ] || continue; r=${f#*/acento-ablate-*/}; echo "$(( $(date +%s) - t0 )) ${r%/metrics.json} $(grep -o '"step": [0-9]*' "$f")"
   done; done ) >"$out/logs/cv-epochs.txt" 2>/dev/null &
 watcher=$!
 timeout -k 5 "$cv_s" $py scripts/ablate.py --params "$scale/params.yaml" --variants default --cells lstm gru --workers 10 \

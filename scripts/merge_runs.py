@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from ablate import markdown, plot_learning_curves, pooled_predictions, summarise
+from ablate import markdown, plot_learning_curves, pooled_predictions, row_share, summarise
 
 from acento.evaluation.stats import paired_difference
 from acento.files import atomic_path, write_json
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = [parse_source(s) for s in args.sources]
     names = list(dict.fromkeys(name for name, _, _ in sources))
     groups, commands = regroup(sources)
-    kept = load_kept(args.keep) if args.keep else {"rows": [], "paired": [], "commands": []}
+    kept = load_kept(args.keep) if args.keep else {"rows": [], "paired": [], "commands": [], "merged_by": []}
     commands = list(dict.fromkeys([c["command"] for c in kept["commands"]] + commands))
     rows = []
     # the folds of every row, kept ones too: a row of fewer is named so
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                           train_seconds_per_fold=None)
         rows += row
     fresh = {(r["base"], r["cell"], r["train_fraction"]) for r in rows}
-    rows += [r for r in kept["rows"] if (r["base"], r["cell"], r.get("train_fraction") or 1.0) not in fresh]
+    rows += [r for r in kept["rows"] if (r["base"], r["cell"], row_share(r)) not in fresh]
     order = list(dict.fromkeys([r["base"] for r in kept["rows"]] + names))
-    rows.sort(key=lambda r: (r["cell"] != "lstm", order.index(r["base"]), -(r.get("train_fraction") or 1.0)))
+    rows.sort(key=lambda r: (r["cell"] != "lstm", order.index(r["base"]), -row_share(r)))
     pairs = paired_rows(groups, names)
     again = {(p["a"], p["b"], p["cell"], p["train_fraction"]) for p in pairs}
     pairs = [p for p in kept["paired"] if (p["a"], p["b"], p["cell"], p["train_fraction"]) not in again] + pairs
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out / "ablation.md", suffix=".md") as tmp:
         tmp.write_text(report, encoding="utf-8")
-    merged_by = kept.get("merged_by", []) + ["python scripts/merge_runs.py " + " ".join(argv or sys.argv[1:])]
+    merged_by = kept["merged_by"] + ["python scripts/merge_runs.py " + " ".join(argv or sys.argv[1:])]
     write_json(args.out / "ablation.json", {"rows": rows, "paired": pairs, "commands": [{"command": c} for c in commands],
                                             "merged_by": merged_by})
     plot_learning_curves(rows, args.out / "learning_curve.png", min_shares=1)  # a row of one share: a point
