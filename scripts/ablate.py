@@ -18,6 +18,7 @@ is the user-facing comparison of cells, with every run a DVC experiment.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shutil
 import signal
@@ -96,6 +97,27 @@ def variants() -> dict[str, dict]:
     return out
 
 
+def read_predictions(path: Path, teacher: bool = False) -> dict:
+    """A `--predictions` file ({"command": str, "runs": [run, ...]}), plain or gzipped (FILE.json.gz, as the
+    reports keep them).  teacher: each run's `probs` become its `teacher_probs` (a `--self-train` file's first
+    models: plain runs of the same settings), and `teacher` marks it (its training and dev scores, epoch and
+    seconds stay the second model's: not the row's).  SystemExit (one line naming the file) when it is not
+    such a file."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        saved = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, EOFError) as exc:
+        raise SystemExit(f"error: {path}: not an ablate.py --predictions file ({exc})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list) or "command" not in saved:
+        raise SystemExit(f"error: {path}: not an ablate.py --predictions file (no command and runs)")
+    if teacher:
+        if any("teacher_probs" not in run for run in saved["runs"]):
+            raise SystemExit(f"error: {path}: its runs hold no teacher_probs (not an ablate.py --self-train run)")
+    saved["runs"] = [{**run, "probs": run["teacher_probs"] if teacher else run["probs"], "teacher": teacher}
+                     for run in saved["runs"]]
+    return saved
+
+
 def pooled_predictions(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray]:
     """The test clips of one row's runs (one per fold and training seed), pooled in fold order: speakers,
     labels, each seed's probabilities [clips, classes] and their mean over seeds (the row's prediction)."""
@@ -165,9 +187,9 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
         spk = r.get("speaker_balanced_accuracy")
         spk_cell = f"{spk['value']:.3f} [{spk['ci_low']:.3f}, {spk['ci_high']:.3f}]" if spk else "–"
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {_fmt(r['train_accuracy'], '.3f')} "
-                     f"| {_fmt(r['dev_accuracy'], '.3f')} | {_fmt(r['gap'], '+.3f')} | {_fmt(r['mean_best_epoch'], '.1f')} "
-                     f"| {_fmt(r['train_seconds_per_fold'], '.0f')} | "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {table_cell(r['train_accuracy'], '.3f')} "
+                     f"| {table_cell(r['dev_accuracy'], '.3f')} | {table_cell(r['gap'], '+.3f')} | {table_cell(r['mean_best_epoch'], '.1f')} "
+                     f"| {table_cell(r['train_seconds_per_fold'], '.0f')} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
 
@@ -292,7 +314,7 @@ def merge_rows(previous: list[dict], new: list[dict], order: list[str]) -> list[
     return sorted(rows, key=lambda r: (rank.get(r["variant"], len(rank)), r["cell"] != "lstm"))
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def table_cell(value: float | None, spec: str) -> str:
     """A table cell: the value formatted, or "–" when there is none (no dev split, a score not kept)."""
     return "–" if value is None else format(value, spec)
 

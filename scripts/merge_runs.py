@@ -22,12 +22,11 @@ gone (rows of a name, cell and share given again are replaced; their pairs canno
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
-from ablate import markdown, plot_learning_curves, pooled_predictions, row_share, summarise
+from ablate import markdown, plot_learning_curves, pooled_predictions, read_predictions, row_share, summarise
 
 from acento.evaluation.stats import paired_difference
 from acento.files import atomic_path, write_json
@@ -47,13 +46,7 @@ def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str,
     groups: dict[tuple[str, str, float], dict[int, dict]] = {}
     commands: list[str] = []
     for name, path, teacher in sources:
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-            saved = json.loads(raw.decode("utf-8"))
-        except (OSError, ValueError, EOFError) as exc:
-            raise SystemExit(f"error: {path}: not an ablate.py --predictions file ({exc})") from None
-        if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list) or "command" not in saved:
-            raise SystemExit(f"error: {path}: not an ablate.py --predictions file (no command and runs)")
+        saved = read_predictions(path, teacher)
         # one NAME per file: a file of several variants (ablate's default runs them all) or seeds would give
         # one row several runs per fold
         for key, what in (("variant", "variants"), ("seed", "training seeds")):
@@ -64,12 +57,8 @@ def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str,
         if saved["command"] not in commands:
             commands.append(saved["command"])
         for run in saved["runs"]:
-            if teacher and "teacher_probs" not in run:
-                raise SystemExit(f"error: {path}: its runs hold no teacher_probs (not an ablate.py --self-train run)")
             share = float(run.get("train_fraction", 1.0))
-            run = {**run, "base": name, "variant": name + ("" if share == 1 else f"@{share:g}"),
-                   "probs": run["teacher_probs"] if teacher else run["probs"]}
-            run["teacher"] = teacher
+            run = {**run, "base": name, "variant": name + ("" if share == 1 else f"@{share:g}")}
             groups.setdefault((name, run["cell"], share), {})[run["fold"]] = run
     return groups, commands
 

@@ -1,9 +1,11 @@
 """The original study's table, redone: every network and cell of several ablation runs on the same speakers.
 
 Reads `python scripts/ablate.py ... --predictions FILE.json` outputs made on the same cache (the same clips
-in the same order in every fold), groups their runs by network (the ablation's base variant: `preset:basic`,
-`default`, ...) and cell, keeps only the test folds given with `--folds` (a long run that did not cover every
-fold is compared on the folds it did), and writes, on those folds' clips:
+in the same order in every fold; FILE.json.gz gzipped; FILE:teacher a `--self-train` file's first models, plain
+runs of its settings, whose training accuracy and seconds it does not hold), groups their runs by network (the
+ablation's base variant: `preset:basic`, `default`, ...) and cell, keeps only the test folds given with
+`--folds` (a long run that did not cover every fold is compared on the folds it did), and writes, on those
+folds' clips:
 
 - per network and cell: the pooled out-of-fold balanced accuracy (probabilities averaged over a file's
   training seeds) with its 95% speaker-bootstrap interval, each seed alone, the training accuracy and the
@@ -19,13 +21,12 @@ fold is compared on the folds it did), and writes, on those folds' clips:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from ablate import pooled_predictions
+from ablate import table_cell, pooled_predictions, read_predictions
 
 from acento.evaluation.metrics import balanced_accuracy
 from acento.evaluation.stats import (
@@ -36,20 +37,30 @@ from acento.evaluation.stats import (
 from acento.files import atomic_path, write_json
 
 
-def load(paths: list[Path]) -> dict[tuple[str, str], list[dict]]:
-    """Runs of every file by (network, cell): one network's folds may come from several files (an ablation run
-    in pieces with `--folds`), but one fold and seed of it only once (which to trust?)."""
+def source_of(text: str) -> tuple[Path, bool]:
+    """FILE[:teacher] -> (file, teacher?)."""
+    return Path(text.removesuffix(":teacher")), text.endswith(":teacher")
+
+
+def load(sources: list[str]) -> tuple[dict[tuple[str, str], list[dict]], list[str]]:
+    """Runs of every FILE[:teacher] by (network, cell), and the files' commands: one network's folds may come
+    from several files (an ablation run in pieces with `--folds`), but one fold and seed of it only once (which
+    to trust?)."""
     rows: dict[tuple[str, str], list[dict]] = defaultdict(list)
     source: dict[tuple[str, str, int, int | None], Path] = {}
-    for path in paths:
-        for run in json.loads(path.read_text(encoding="utf-8"))["runs"]:
+    commands: list[str] = []
+    for text in sources:
+        path, teacher = source_of(text)
+        saved = read_predictions(path, teacher)
+        commands.append(saved["command"])
+        for run in saved["runs"]:
             key = (run["base"], run["cell"], run["fold"], run["seed"])
             if key in source:
                 raise SystemExit(f"error: {key[0]} {key[1]} fold {key[2]} seed {key[3]} is in both {source[key]} "
                                  f"and {path}; give it once")
             source[key] = path
             rows[key[:2]].append(run)
-    return rows
+    return rows, list(dict.fromkeys(commands))
 
 
 def row_of(runs: list[dict], folds: list[int]) -> dict | None:
@@ -60,14 +71,15 @@ def row_of(runs: list[dict], folds: list[int]) -> dict | None:
         return None
     speakers, labels, per_seed, mean = pooled_predictions(kept)
     pooled = pooled_balanced_accuracy(speakers, labels, mean.argmax(1))
+    trained = not any(r["teacher"] for r in kept)  # a teacher run's scores and seconds are its student's
     return {"speakers": speakers, "labels": labels, "pred": mean.argmax(1),
             "pooled_balanced_accuracy": round(pooled["value"], 4),
             "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
             "seeds": len(seeds),
             "per_seed": [round(balanced_accuracy(labels, p.argmax(1)), 4) for p in per_seed.values()]
             if len(seeds) > 1 else [],
-            "train_accuracy": round(float(np.mean([r["best_train"]["accuracy"] for r in kept])), 3),
-            "train_seconds_per_fold": round(float(np.mean([r["train_seconds"] for r in kept])), 1),
+            "train_accuracy": round(float(np.mean([r["best_train"]["accuracy"] for r in kept])), 3) if trained else None,
+            "train_seconds_per_fold": round(float(np.mean([r["train_seconds"] for r in kept])), 1) if trained else None,
             "clips": len(labels), "n_speakers": len(set(speakers))}
 
 
@@ -94,14 +106,15 @@ def compared(rows: dict, full: dict, a: tuple[str, str], b: tuple[str, str]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("predictions", nargs="+", type=Path, help="ablate --predictions files")
+    parser.add_argument("predictions", nargs="+", metavar="FILE[:teacher]",
+                        help="ablate --predictions files (FILE:teacher: a --self-train file's first models)")
     parser.add_argument("--folds", nargs="+", type=int, required=True, help="test folds every row is compared on")
     parser.add_argument("--all-folds", type=int, default=5, help="data.folds (default: 5)")
     parser.add_argument("--reference", default="default", help="the network the others are paired with")
     parser.add_argument("--note", default="", help="a paragraph under the title")
     parser.add_argument("--out", type=Path, required=True, help="folder for presets.md and presets.json")
     args = parser.parse_args(argv)
-    runs = load(args.predictions)
+    runs, commands = load(args.predictions)
     folds = sorted(set(args.folds))
     first = list(dict.fromkeys(k[0] for k in runs))  # networks in the order of the files, the reference last
     order = sorted(runs, key=lambda k: (k[0] == args.reference, first.index(k[0]), k[1] != "lstm"))
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {net} | {cell.upper()} | {r['seeds']} | {r['pooled_balanced_accuracy']:.3f} "
                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {', '.join(f'{v:.3f}' for v in r['per_seed'])} | "
                      + (f"{f['pooled_balanced_accuracy']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]" if f else "–")
-                     + f" | {r['train_accuracy']:.3f} | {r['train_seconds_per_fold']:.0f} |")
+                     + f" | {table_cell(r['train_accuracy'], '.3f')} | {table_cell(r['train_seconds_per_fold'], '.0f')} |")
     pairs = []
     lines += ["", "Paired on the same clips (B − A balanced accuracy, McNemar's exact test on clip correctness, "
               "sign test over speakers):", "",
@@ -150,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(pair_line(f"{args.reference} {cell.upper()}", f"{net} {cell.upper()}", p, whole))
     lines += ["", "Made by `python scripts/presets_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
               + "` from these ablations:", ""]
-    commands = dict.fromkeys(json.loads(p.read_text(encoding="utf-8"))["command"] for p in args.predictions)
     lines += [f"- `{c}`" for c in commands]
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out / "presets.md", suffix=".md") as tmp:

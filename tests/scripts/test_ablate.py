@@ -359,6 +359,44 @@ def test_the_presets_table_compares_networks_on_the_folds_every_one_ran(tmp_path
         table.main([a, b, b, "--folds", "0", "--out", str(tmp_path / "dup")])
 
 
+def test_the_presets_table_takes_the_reference_from_a_gzipped_self_training_files_first_models(tmp_path):
+    """FILE.json.gz:teacher: the reference network's rows are a `--self-train` file's first models (its
+    teacher_probs), without the second models' training accuracy and seconds."""
+    import gzip
+    import json
+
+    from tests.helpers import load_script
+
+    table = load_script("presets_table")
+    right, wrong = [0.8, 0.2], [0.2, 0.8]
+
+    def run(base, fold, probs, **more):  # two clips of two speakers per fold, classes 0 and 1
+        return {"variant": base, "base": base, "cell": "lstm", "fold": fold, "seed": 42, "labels": [0, 1],
+                "speakers": [f"s{fold}0", f"s{fold}1"], "probs": probs,
+                "best_train": {"accuracy": 0.5}, "train_seconds": 10.0, **more}
+
+    presets = tmp_path / "presets.json"
+    presets.write_text(json.dumps({"command": "ablate presets", "runs": [run("preset:x", f, [right, right])
+                                                                          for f in range(2)]}))
+    st = tmp_path / "st.json.gz"  # the students are always right, the teachers say class 0 as the preset
+    st.write_bytes(gzip.compress(json.dumps({"command": "ablate st", "runs": [
+        run("default", f, [right, wrong], teacher_probs=[right, right]) for f in range(2)]}).encode()))
+    out = tmp_path / "out"
+    assert table.main([str(presets), f"{st}:teacher", "--folds", "0", "1", "--all-folds", "2", "--out", str(out)]) == 0
+    saved = json.loads((out / "presets.json").read_text())
+    assert [(r["network"], r["pooled_balanced_accuracy"], r["train_accuracy"]) for r in saved["rows"]] == [
+        ("preset:x", 0.5, 0.5), ("default", 0.5, None)]
+    assert [(p["a"], p["b"], p["difference"]) for p in saved["paired"]] == [("default lstm", "preset:x lstm", 0.0)]
+    assert "| default | LSTM | 1 | 0.500 [" in (out / "presets.md").read_text()
+    assert "`ablate st`" in (out / "presets.md").read_text()
+    # the same file without :teacher is the students': right everywhere
+    assert table.main([str(presets), str(st), "--folds", "0", "1", "--out", str(tmp_path / "students")]) == 0
+    students = json.loads((tmp_path / "students" / "presets.json").read_text())
+    assert [r["pooled_balanced_accuracy"] for r in students["rows"]] == [0.5, 1.0]
+    with pytest.raises(SystemExit, match="presets.json: its runs hold no teacher_probs"):
+        table.main([f"{presets}:teacher", "--folds", "0", "--out", str(tmp_path / "none")])
+
+
 def test_fold_workers_leave_the_repositorys_vscode_signal_files_alone(tmp_path, monkeypatch):
     """Parallel fold runs shared dvclive's .dvc/tmp/exps/run signal files, and one run's removal failed
     another's; a worker turns them off (acento.evaluation.crossval.no_vscode_signals)."""
