@@ -97,6 +97,11 @@ def variants() -> dict[str, dict]:
     return out
 
 
+def predictions_source(text: str) -> tuple[Path, bool]:
+    """FILE[:teacher] (a command-line argument of merge_runs.py and presets_table.py) -> (file, teacher?)."""
+    return Path(text.removesuffix(":teacher")), text.endswith(":teacher")
+
+
 def read_predictions(path: Path, teacher: bool = False) -> dict:
     """A `--predictions` file ({"command": str, "runs": [run, ...]}), plain or gzipped (FILE.json.gz, as the
     reports keep them).  teacher: each run's `probs` become its `teacher_probs` (a `--self-train` file's first
@@ -110,9 +115,8 @@ def read_predictions(path: Path, teacher: bool = False) -> dict:
         raise SystemExit(f"error: {path}: not an ablate.py --predictions file ({exc})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list) or "command" not in saved:
         raise SystemExit(f"error: {path}: not an ablate.py --predictions file (no command and runs)")
-    if teacher:
-        if any("teacher_probs" not in run for run in saved["runs"]):
-            raise SystemExit(f"error: {path}: its runs hold no teacher_probs (not an ablate.py --self-train run)")
+    if teacher and any("teacher_probs" not in run for run in saved["runs"]):
+        raise SystemExit(f"error: {path}: its runs hold no teacher_probs (not an ablate.py --self-train run)")
     saved["runs"] = [{**run, "probs": run["teacher_probs"] if teacher else run["probs"], "teacher": teacher}
                      for run in saved["runs"]]
     return saved
@@ -187,9 +191,10 @@ def markdown(rows: list[dict], commands: list[dict]) -> str:
         spk = r.get("speaker_balanced_accuracy")
         spk_cell = f"{spk['value']:.3f} [{spk['ci_low']:.3f}, {spk['ci_high']:.3f}]" if spk else "–"
         lines.append(f"| {name} | {r['cell'].upper()} | {r['pooled_balanced_accuracy']:.3f} "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | {table_cell(r['train_accuracy'], '.3f')} "
-                     f"| {table_cell(r['dev_accuracy'], '.3f')} | {table_cell(r['gap'], '+.3f')} | {table_cell(r['mean_best_epoch'], '.1f')} "
-                     f"| {table_cell(r['train_seconds_per_fold'], '.0f')} | "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {spk_cell} | "
+                     f"{table_cell(r['train_accuracy'], '.3f')} | {table_cell(r['dev_accuracy'], '.3f')} | "
+                     f"{table_cell(r['gap'], '+.3f')} | {table_cell(r['mean_best_epoch'], '.1f')} | "
+                     f"{table_cell(r['train_seconds_per_fold'], '.0f')} | "
                      f"{', '.join(f'{v:.3f}' for v in r.get('per_seed', []))} |")
     return "\n".join(lines) + "\n"
 

@@ -26,7 +26,15 @@ import json
 import sys
 from pathlib import Path
 
-from ablate import markdown, plot_learning_curves, pooled_predictions, read_predictions, row_share, summarise
+from ablate import (
+    markdown,
+    plot_learning_curves,
+    pooled_predictions,
+    predictions_source,
+    read_predictions,
+    row_share,
+    summarise,
+)
 
 from acento.evaluation.stats import paired_difference
 from acento.files import atomic_path, write_json
@@ -37,8 +45,7 @@ def parse_source(text: str) -> tuple[str, Path, bool]:
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise SystemExit(f"error: {text!r}: give NAME=FILE or NAME=FILE:teacher")
-    teacher = rest.endswith(":teacher")
-    return name, Path(rest.removesuffix(":teacher")), teacher
+    return name, *predictions_source(rest)
 
 
 def regroup(sources: list[tuple[str, Path, bool]]) -> tuple[dict[tuple[str, str, float], dict[int, dict]], list[str]]:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from ablate import table_cell, pooled_predictions, read_predictions
+from ablate import pooled_predictions, predictions_source, read_predictions, table_cell
 
 from acento.evaluation.metrics import balanced_accuracy
 from acento.evaluation.stats import (
@@ -37,11 +37,6 @@ from acento.evaluation.stats import (
 from acento.files import atomic_path, write_json
 
 
-def source_of(text: str) -> tuple[Path, bool]:
-    """FILE[:teacher] -> (file, teacher?)."""
-    return Path(text.removesuffix(":teacher")), text.endswith(":teacher")
-
-
 def load(sources: list[str]) -> tuple[dict[tuple[str, str], list[dict]], list[str]]:
     """Runs of every FILE[:teacher] by (network, cell), and the files' commands: one network's folds may come
     from several files (an ablation run in pieces with `--folds`), but one fold and seed of it only once (which
@@ -50,7 +45,7 @@ def load(sources: list[str]) -> tuple[dict[tuple[str, str], list[dict]], list[st
     source: dict[tuple[str, str, int, int | None], Path] = {}
     commands: list[str] = []
     for text in sources:
-        path, teacher = source_of(text)
+        path, teacher = predictions_source(text)
         saved = read_predictions(path, teacher)
         commands.append(saved["command"])
         for run in saved["runs"]:
@@ -72,14 +67,16 @@ def row_of(runs: list[dict], folds: list[int]) -> dict | None:
     speakers, labels, per_seed, mean = pooled_predictions(kept)
     pooled = pooled_balanced_accuracy(speakers, labels, mean.argmax(1))
     trained = not any(r["teacher"] for r in kept)  # a teacher run's scores and seconds are its student's
+    train_accuracy = np.mean([r["best_train"]["accuracy"] for r in kept]) if trained else None
+    train_seconds = np.mean([r["train_seconds"] for r in kept]) if trained else None
     return {"speakers": speakers, "labels": labels, "pred": mean.argmax(1),
             "pooled_balanced_accuracy": round(pooled["value"], 4),
             "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
             "seeds": len(seeds),
             "per_seed": [round(balanced_accuracy(labels, p.argmax(1)), 4) for p in per_seed.values()]
             if len(seeds) > 1 else [],
-            "train_accuracy": round(float(np.mean([r["best_train"]["accuracy"] for r in kept])), 3) if trained else None,
-            "train_seconds_per_fold": round(float(np.mean([r["train_seconds"] for r in kept])), 1) if trained else None,
+            "train_accuracy": None if train_accuracy is None else round(float(train_accuracy), 3),
+            "train_seconds_per_fold": None if train_seconds is None else round(float(train_seconds), 1),
             "clips": len(labels), "n_speakers": len(set(speakers))}
 
 
@@ -143,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {net} | {cell.upper()} | {r['seeds']} | {r['pooled_balanced_accuracy']:.3f} "
                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {', '.join(f'{v:.3f}' for v in r['per_seed'])} | "
                      + (f"{f['pooled_balanced_accuracy']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]" if f else "–")
-                     + f" | {table_cell(r['train_accuracy'], '.3f')} | {table_cell(r['train_seconds_per_fold'], '.0f')} |")
+                     + f" | {table_cell(r['train_accuracy'], '.3f')} | "
+                     f"{table_cell(r['train_seconds_per_fold'], '.0f')} |")
     pairs = []
     lines += ["", "Paired on the same clips (B − A balanced accuracy, McNemar's exact test on clip correctness, "
               "sign test over speakers):", "",
