@@ -67,16 +67,15 @@ def row_of(runs: list[dict], folds: list[int]) -> dict | None:
     speakers, labels, per_seed, mean = pooled_predictions(kept)
     pooled = pooled_balanced_accuracy(speakers, labels, mean.argmax(1))
     trained = not any(r["teacher"] for r in kept)  # a teacher run's scores and seconds are its student's
-    train_accuracy = np.mean([r["best_train"]["accuracy"] for r in kept]) if trained else None
-    train_seconds = np.mean([r["train_seconds"] for r in kept]) if trained else None
+    train_accuracy = round(float(np.mean([r["best_train"]["accuracy"] for r in kept])), 3) if trained else None
+    train_seconds = round(float(np.mean([r["train_seconds"] for r in kept])), 1) if trained else None
     return {"speakers": speakers, "labels": labels, "pred": mean.argmax(1),
             "pooled_balanced_accuracy": round(pooled["value"], 4),
             "ci_low": round(pooled["ci_low"], 4), "ci_high": round(pooled["ci_high"], 4),
             "seeds": len(seeds),
             "per_seed": [round(balanced_accuracy(labels, p.argmax(1)), 4) for p in per_seed.values()]
             if len(seeds) > 1 else [],
-            "train_accuracy": None if train_accuracy is None else round(float(train_accuracy), 3),
-            "train_seconds_per_fold": None if train_seconds is None else round(float(train_seconds), 1),
+            "train_accuracy": train_accuracy, "train_seconds_per_fold": train_seconds,
             "clips": len(labels), "n_speakers": len(set(speakers))}
 
 
